@@ -1,0 +1,110 @@
+"""The training loop with periodic evaluation episodes on separate envs."""
+
+import functools
+import pathlib
+
+from embodied.core.basics import Clock, Every, Until
+from embodied.core.checkpoint import Checkpoint
+from embodied.core.driver import Driver
+from embodied.core.random_agent import RandomAgent
+from embodied.run import common
+
+
+def train_eval(agent, train_env, eval_env, train_replay, eval_replay, logger, args):
+  """Like run.train, plus args.eval_eps evaluation episodes every args.eval_every steps.
+
+  Evaluation acts in mode 'eval' on eval_env, starting fresh episodes each
+  time; its transitions go to eval_replay (which the agent never trains on)
+  and its episode statistics are logged under eval_episode/. With
+  args.eval_initial the first evaluation runs before training (and again
+  right after a resume). Eval steps do not count towards logger.step.
+  """
+  logdir = pathlib.Path(args.logdir)
+  step = logger.step
+  should_train = common.train_schedule(args)
+  should_eval = Every(args.eval_every)
+  should_log = Clock(args.log_every)
+  should_save = Clock(args.save_every)
+  should_explore = Until(args.expl_until)
+  episodes, eval_episodes = common.Mean(), common.Mean()
+  metrics, updates = common.Mean(), common.Rate()
+
+  driver = Driver(train_env)
+  driver.on_step(lambda tran, worker: step.increment())
+  driver.on_step(common.replay_adder(train_replay))
+  driver.on_episode(lambda ep, worker: episodes.add(common.episode_metrics(ep, args)))
+  eval_driver = Driver(eval_env)
+  eval_driver.on_step(common.replay_adder(eval_replay))
+  eval_driver.on_episode(
+      lambda ep, worker: eval_episodes.add(common.episode_metrics(ep, args)))
+
+  common.check_memory(
+      train_env, train_replay.capacity + eval_replay.capacity, args.check_memory)
+  checkpoint = Checkpoint(logdir / 'checkpoint')
+  checkpoint.step = step
+  checkpoint.agent = agent
+  checkpoint.replay = train_replay  # Same name as in run.train, so scripts can switch.
+  checkpoint.eval_replay = eval_replay
+  checkpoint.should_train = should_train
+  resumed = checkpoint.load_or_save()
+  should_save()  # The clock's first call is True; the next save is due in save_every.
+  print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
+
+  random = RandomAgent(train_env.obs_space, train_env.act_space, step)
+  common.prefill(
+      driver, train_replay, random.policy, max(args.batch_steps, args.train_fill), 'train')
+  # The eval prefill gets its own driver, so random episodes are not logged as evals.
+  eval_prefill = Driver(eval_env)
+  eval_prefill.on_step(common.replay_adder(eval_replay))
+  common.prefill(
+      eval_prefill, eval_replay, random.policy, max(args.batch_steps, args.eval_fill), 'eval')
+  if not args.eval_initial:
+    should_eval(step)  # Consume the first call, which is always due.
+  batch_size = common.batch_size(args, train_replay)
+  dataset = agent.dataset(train_replay.dataset(batch_size))
+  eval_dataset = agent.dataset(eval_replay.dataset(batch_size))
+
+  state = None
+
+  def update():
+    nonlocal state
+    _, state, mets = agent.train(next(dataset), state)
+    metrics.add(mets)
+    updates.add()
+
+  if not resumed:
+    for _ in range(args.pretrain):
+      update()
+
+  def train_step(tran, worker):
+    for _ in range(should_train(step)):
+      update()
+
+  driver.on_step(train_step)
+
+  def evaluate():
+    eval_driver.reset()
+    eval_driver(functools.partial(agent.policy, mode='eval'), episodes=args.eval_eps)
+    logger.add(eval_episodes.result(), prefix='eval_episode')
+
+  def log():
+    logger.add(metrics.result(), prefix='train')
+    logger.add(agent.report(next(dataset)), prefix='report')
+    logger.add(agent.report(next(eval_dataset)), prefix='eval_report')
+    logger.add(train_replay.stats(), prefix='replay')
+    logger.add(eval_replay.stats(), prefix='eval_replay')
+    logger.add(episodes.result(), prefix='episode')
+    logger.scalar('fps/train', updates.result())
+    logger.write(fps=True)
+
+  while step < args.steps:
+    if should_eval(step):
+      evaluate()
+    mode = 'explore' if should_explore(step) else 'train'
+    driver(functools.partial(agent.policy, mode=mode), steps=1)
+    if should_log(step):
+      log()
+    if should_save(step):
+      checkpoint.save()
+  log()
+  checkpoint.save()
