@@ -11,11 +11,14 @@ def requirements():
 
 
 extras = {
-    'dmc': ['dm_control>=1.0.14', 'mujoco>=2.3,<4'],
+    # dm_control 1.0.50 needs mujoco>=3.17 and breaks with mujoco 4 (flex_vertedge).
+    'dmc': ['dm_control>=1.0.50', 'mujoco>=3.17,<4'],
     'atari': ['ale-py>=0.9', 'opencv-python-headless>=4.6'],
     'plot': ['matplotlib>=3.5'],
+    'bsuite': ['bsuite>=0.3.6'],
+    'memmaze': ['dm_control>=1.0.50', 'mujoco>=3.17,<4', 'memory-maze>=1.0.3', 'gym>=0.26'],
 }
-extras['all'] = sorted({pkg for pkgs in extras.values() for pkg in pkgs})
+extras['all'] = sorted({pkg for name in ('dmc', 'atari', 'plot') for pkg in extras[name]})
 
 setuptools.setup(
     name='dreamerv3',

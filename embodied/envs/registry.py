@@ -25,8 +25,17 @@ SUITES = {
     'memmaze': 'embodied.envs.memmaze:MemMaze',
 }
 
-# Suites whose dependencies are a pip extra of this project.
-_EXTRAS = {'dmc': 'dmc', 'loconav': 'dmc', 'atari': 'atari'}
+# Suites whose dependencies are a pip extra of this project; the other suites
+# with an adapter install with scripts/install-<suite>.sh.
+_EXTRAS = {'dmc': 'dmc', 'atari': 'atari', 'bsuite': 'bsuite', 'memmaze': 'memmaze'}
+
+# Suites of the original that have no adapter here, with why (see their scripts).
+_NO_ADAPTER = {
+    'dmlab': 'DeepMind Lab is not on PyPI and builds from source with Bazel',
+    'minecraft': 'MineRL builds Minecraft with Java and Gradle downloads at install time',
+    'loconav': 'its ant-maze tasks need an adapter on dm_control.locomotion, not written yet',
+    'procgen': 'procgen has no wheels for Python 3.11 or newer on PyPI',
+}
 
 _MODES = {'train': 0, 'eval': 1}  # Eval envs get seeds distinct from train envs.
 
@@ -80,10 +89,14 @@ def _import_suite(suite):
     module = importlib.import_module(module_name)
   except ImportError as e:
     # A missing suite module itself or one of its dependencies.
-    extra = _EXTRAS.get(suite, suite)
+    if suite in _NO_ADAPTER:
+      raise ConfigError(
+          f"Suite '{suite}' is not installed: {_NO_ADAPTER[suite]}; "
+          f'see scripts/install-{suite}.sh.') from e
+    script = f'scripts/install-{suite}.sh'
+    command = f'pip install .[{_EXTRAS[suite]}] (or {script})' if suite in _EXTRAS else script
     raise ConfigError(
-        f"Suite '{suite}' is not installed: run pip install .[{extra}] "
-        f'(or scripts/install-{suite}.sh). Import error: {e}') from e
+        f"Suite '{suite}' is not installed: run {command}. Import error: {e}") from e
   return getattr(module, class_name)
 
 
