@@ -14,6 +14,9 @@ if __package__ in (None, ''):
 import embodied
 from embodied.core.config import ConfigError, exit_on_config_error, load_config, load_yaml
 
+USER_ERRORS = (
+    embodied.replay.ReplayMemoryError, embodied.wrappers.EnvError,
+    embodied.core.batch.EnvProcessDied, embodied.CheckpointError)
 SCRIPTS = ('train', 'train_save', 'train_eval', 'eval_only')
 CONFIGS = pathlib.Path(__file__).resolve().parent / 'configs.yaml'
 
@@ -34,12 +37,17 @@ def main(argv=None):
     config = parse(argv)
     from dreamerv3 import jaxagent
     jaxagent.configure_jax(config)  # Before anything touches JAX devices.
-    run(config)
+    try:
+      run(config)
+    except USER_ERRORS as e:
+      # Problems with the user's setup, not bugs: a message, no traceback.
+      print(f'Error: {e}', file=sys.stderr)
+      sys.exit(2)
 
 
 def run(config):
   import dreamerv3
-  logdir = embodied.Path(config.run.logdir)
+  logdir = resolve_logdir(config)
   print('Logdir:', logdir)
   previous = write_config(config, logdir)
   step = embodied.Counter()
@@ -80,6 +88,16 @@ def run(config):
     logger.close()
 
 
+def resolve_logdir(config):
+  """run.logdir, expanded; the default /dev/null becomes a fresh timestamped dir."""
+  if config.run.logdir in ('', '/dev/null'):
+    import time
+    logdir = pathlib.Path('~/logdir').expanduser() / time.strftime('%Y%m%d-%H%M%S')
+    print(f'No --run.logdir given: writing to {logdir}')
+    return logdir
+  return pathlib.Path(config.run.logdir).expanduser()
+
+
 def write_config(config, logdir):
   """Saves the resolved config; returns the previous file's text, if any."""
   logdir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +131,7 @@ def load_yaml_text(text):
 
 def load_agent(agent, path):
   from embodied.core.checkpoint import read_tree
-  path = embodied.Path(path)
+  path = pathlib.Path(path).expanduser()
   if (path / 'checkpoint').exists():
     path = path / 'checkpoint'
   trees = read_tree(path)

@@ -56,6 +56,11 @@ def make_envs(config, mode='train', amount=None):
   return BatchEnv(ctors, flat['envs.parallel'], flat['envs.restart'])
 
 
+def wrap_env(env, config, name=None):
+  """Applies the wrappers of config to an env you built yourself (see example.py)."""
+  return _wrap(env, dict(config.flat), name or type(env).__name__, (64, 64))
+
+
 def env_seed(seed, index, mode='train'):
   """A distinct, reproducible seed per (run seed, env index, train/eval)."""
   if mode not in _MODES:
