@@ -194,7 +194,7 @@ def test_unknown_block_lists_available():
   with pytest.raises(ConfigError) as info:
     load_config(CONFIGS, ['--configs', 'crafter', 'foo'])
   assert str(info.value).startswith(
-      "Unknown config block 'foo'. Available blocks: atari, atari100k, bsuite, crafter, debug,")
+      "Unknown config block 'foo'. Available blocks: atari, atari100k, bsuite, cpu, crafter, debug,")
   assert 'defaults' not in str(info.value)
 
 
