@@ -8,3 +8,4 @@
 from .jaxagent import CheckpointMismatchError, JAXAgent as Agent, configure_jax
 
 __version__ = '0.1.0'
+from .inference import Policy, load_policy

@@ -5,6 +5,7 @@ named by run.script. Rerunning the same command with the same logdir resumes.
 """
 
 import pathlib
+import re
 import sys
 
 if __package__ in (None, ''):
@@ -14,9 +15,11 @@ if __package__ in (None, ''):
 import embodied
 from embodied.core.config import ConfigError, exit_on_config_error, load_config, load_yaml
 
+# Problems with the user's setup or data, not bugs: a message, no traceback, exit 2.
 USER_ERRORS = (
     embodied.replay.ReplayMemoryError, embodied.wrappers.EnvError,
-    embodied.core.batch.EnvProcessDied, embodied.CheckpointError)
+    embodied.core.batch.EnvProcessDied, embodied.CheckpointError,
+    embodied.run.common.NonfiniteError)
 SCRIPTS = ('train', 'train_save', 'train_eval', 'eval_only')
 CONFIGS = pathlib.Path(__file__).resolve().parent / 'configs.yaml'
 
@@ -38,11 +41,14 @@ def main(argv=None):
     from dreamerv3 import jaxagent
     jaxagent.configure_jax(config)  # Before anything touches JAX devices.
     try:
-      run(config)
+      run(config)   # The loops stop cleanly on SIGINT/SIGTERM (embodied.run.common.SignalStop).
     except USER_ERRORS as e:
-      # Problems with the user's setup, not bugs: a message, no traceback.
       print(f'Error: {e}', file=sys.stderr)
       sys.exit(2)
+    except KeyboardInterrupt:
+      print('Interrupted. Rerun the same command to continue from the last checkpoint.',
+            file=sys.stderr)
+      sys.exit(130)
 
 
 def run(config):
@@ -58,6 +64,7 @@ def run(config):
   try:
     env = embodied.envs.make_envs(config, mode='train')
     envs.append(env)
+    check_memory(config, env)  # Before the agent compiles, which can take minutes.
     agent = dreamerv3.Agent(env.obs_space, env.act_space, step, config)
     if config.run.from_checkpoint:
       load_agent(agent, config.run.from_checkpoint)
@@ -100,24 +107,51 @@ def resolve_logdir(config):
 
 def write_config(config, logdir):
   """Saves the resolved config; returns the previous file's text, if any."""
-  logdir.mkdir(parents=True, exist_ok=True)
   path = logdir / 'config.yaml'
-  previous = path.read_text() if path.exists() else None
-  config.save(path)
+  try:
+    logdir.mkdir(parents=True, exist_ok=True)
+    previous = path.read_text() if path.exists() else None
+    config.save(path)
+  except OSError as e:
+    reason = f'{e.strerror} ({e.filename})' if e.strerror else str(e)
+    raise ConfigError(
+        f'Cannot write to run.logdir {logdir}: {reason}. Choose a writable '
+        f'--run.logdir.') from None
   return previous
 
 
+def check_memory(config, env):
+  """Refuses a replay that cannot fit into RAM (run.check_memory); the loop prints the estimate."""
+  if not config.run.check_memory or config.run.script == 'eval_only':
+    return
+  capacity = config.replay_size
+  if config.run.script == 'train_eval':
+    capacity += config.replay_size // 10   # The eval replay, see run().
+  spaces = {**env.obs_space, **{k: v for k, v in env.act_space.items() if k != 'reset'}}
+  embodied.replay.memory_report(spaces, capacity, check=True)
+
+
+# Config keys that never change parameter shapes; listed after the others.
+RUNTIME_KEYS = re.compile(
+    r'^(run|jax|envs)\.|^(seed|replay_size|replay_online|filter|data_loaders|batch_size|'
+    r'batch_length|eval_dir)$')
+
+
 def mismatch_message(error, logdir, previous, config):
-  lines = [f'The checkpoint in {logdir} does not fit the current config.', str(error)]
+  """The refusal of an incompatible checkpoint: config keys that changed first, then shapes."""
+  lines = [f'The checkpoint in {logdir} does not fit the current config.']
   if previous is not None:
     old = embodied.Config(load_yaml_text(previous)).flat
     keys = [k for k, v in config.flat.items() if k in old and old[k] != v]
-    if keys:
-      changed = ', '.join(f'{k} ({old[k]} -> {config.flat[k]})' for k in keys[:10])
-      lines.append(f'Config keys that differ from the saved config.yaml: {changed}.')
-  lines.append(
-      'The checkpoint was left untouched. Use a new --run.logdir, or start from '
-      'its weights with --run.from_checkpoint and a compatible config.')
+    changed = lambda keys: ', '.join(f'{k} ({old[k]} -> {config.flat[k]})' for k in keys)
+    model = [k for k in keys if not RUNTIME_KEYS.search(k)]
+    runtime = [k for k in keys if RUNTIME_KEYS.search(k)]
+    if model:
+      lines.append(f'Config keys that differ from its config.yaml: {changed(model)}.')
+    if runtime:
+      lines.append(f'Also changed, but these do not change shapes: {changed(runtime)}.')
+  lines.append(str(error))
+  lines.append('The checkpoint was left untouched.')
   return '\n'.join(lines)
 
 
@@ -137,7 +171,11 @@ def load_agent(agent, path):
   trees = read_tree(path)
   if 'agent' not in trees:
     raise ConfigError(f"run.from_checkpoint: {path} holds no agent (found: {sorted(trees)}).")
-  agent.load(trees['agent'])
+  from dreamerv3 import CheckpointMismatchError
+  try:
+    agent.load(trees['agent'])
+  except CheckpointMismatchError as e:
+    raise ConfigError(f'run.from_checkpoint {path} does not fit the current config.\n{e}') from None
   print(f'Loaded agent from {path}')
 
 

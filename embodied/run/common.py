@@ -1,11 +1,21 @@
-"""Pieces shared by the run loops: episode statistics, metric averaging, prefill."""
+"""Pieces shared by the run loops: episode statistics, metric averaging, prefill,
+agent updates with the non-finite guard, and what keeps a run resumable."""
 
+import collections
+import contextlib
+import json
+import os
+import queue
 import re
+import signal
+import sys
+import threading
 import time
 
 import numpy as np
 
 from embodied.core.basics import Ratio
+from embodied.core.checkpoint import CheckpointError, write_npz
 from embodied.replay.memory import memory_report
 
 
@@ -137,3 +147,190 @@ def check_memory(env, capacity, check=True):
   """
   spaces = {**env.obs_space, **{k: v for k, v in env.act_space.items() if k != 'reset'}}
   print(memory_report(spaces, capacity, check))
+
+
+class NonfiniteError(RuntimeError):
+  """Too many consecutive updates had non-finite gradients; the message is user-facing."""
+
+
+class Updates:
+  """Agent updates on replay batches, with averaged metrics and a non-finite guard.
+
+  Batches are sampled in the calling thread at fixed points: the batch of
+  update k + 1 right after update k started. So the data an update sees
+  depends only on the sequence of env steps and updates, never on thread
+  timing, and a run is reproducible. The agent moves that next batch to the
+  devices in its dataset() thread while update k runs. The sampled next batch
+  is part of the checkpoint (save/load), so a resumed run trains on what an
+  uninterrupted one would (docs/reliability.md). No RSSM carry passes between
+  updates: every replayed window starts with is_first, which resets the state
+  anyway, and a carry from a non-finite batch could otherwise poison the
+  updates after it.
+
+  The metrics of an update are fetched once the next update has started (or
+  at flush()), so the host does not wait for the device in between. The agent
+  reports 'nonfinite', the number of consecutive updates it skipped for
+  non-finite gradients (a warning is printed); at `limit` (run.nonfinite_limit, <= 0: never) the
+  offending batch goes to `batch_path` (npz, no pickle) and NonfiniteError
+  is raised, while the agent still holds the last good parameters.
+  """
+
+  def __init__(self, agent, replay, batch_size, limit, batch_path):
+    self._agent = agent
+    self._replay_batches = replay.dataset(batch_size)
+    self._feed = queue.Queue()            # Numpy batches for the agent's device thread.
+    self._device_batches = agent.dataset(iter(self._feed.get, None))
+    self._next = None                     # The numpy batch of the next update, once sampled.
+    self._next_fed = False                # Whether _next is in the feed already.
+    self._limit = int(limit)
+    self._batch_path = str(batch_path)
+    self._pending = collections.deque()   # (metrics as device arrays, batch) of started updates.
+    self._metrics = Mean()
+    self._rate = Rate()
+    self._warned = 0
+    self.last_batch = None                # The newest batch [B, T, ...], for reports.
+
+  def __call__(self):
+    if self._next is None:
+      self._next = next(self._replay_batches)
+    if not self._next_fed:
+      self._feed.put(self._next)
+    batch = self._next
+    _, _, metrics = self._agent.train(next(self._device_batches), None)
+    self._next = next(self._replay_batches)
+    self._feed.put(self._next)
+    self._next_fed = True
+    self.last_batch = batch
+    self._pending.append((metrics, batch))
+    self._rate.add()
+    while len(self._pending) > 1:
+      self._finish(*self._pending.popleft())
+
+  def save(self):
+    return {'next': self._next}
+
+  def load(self, tree):
+    self._next, self._next_fed = tree['next'], False
+
+  def flush(self):
+    """Fetches the metrics of every started update (and applies the guard to them)."""
+    while self._pending:
+      self._finish(*self._pending.popleft())
+
+  def result(self):
+    """({metric: mean since the last result}, updates per second)."""
+    self.flush()
+    return self._metrics.result(), self._rate.result()
+
+  def _finish(self, metrics, batch):
+    self._metrics.add(metrics)
+    if 'nonfinite' not in metrics:
+      return
+    count = int(np.asarray(metrics['nonfinite']))
+    if count == 0:
+      self._warned = 0
+      return
+    # Warn at 1, 10, 100, ... in a row; from 10 with dynamic loss scaling
+    # (float16), which skips an update whenever it raises the scale too far.
+    first = 10 if any(key.endswith('loss_scale') for key in metrics) else 1
+    if count >= max(first, 10 * self._warned):
+      self._warned = count
+      print(f'Warning: {count} update(s) in a row had non-finite gradients and were '
+            f'skipped; the run stops at run.nonfinite_limit {self._limit}.',
+            file=sys.stderr, flush=True)
+    if 0 < self._limit <= count:
+      raise NonfiniteError(self._save_batch(batch, count))
+
+  def _save_batch(self, batch, count):
+    with open(self._batch_path, 'wb') as f:
+      write_npz(f, {key: np.asarray(value) for key, value in batch.items()})
+    return (f'{count} consecutive updates had non-finite gradients (run.nonfinite_limit '
+            f'{self._limit}); stopped with the last good parameters. The last of these '
+            f'batches is in {self._batch_path} (np.load it). Look for NaN/inf or huge '
+            f'values in the data, or lower the learning rates; rerun the same command '
+            f'to continue from the checkpoint.')
+
+
+class SignalStop:
+  """SIGINT (Ctrl-C) and SIGTERM (kill, docker stop, preemption) stop the loop at
+  the next env step with KeyboardInterrupt, so checkpoint_on_failure saves.
+
+  The handlers only set a flag: an exception raised straight from a handler can
+  land anywhere, even in a garbage-collector callback that swallows it. A
+  second signal raises at once, to get out of a run that hangs. Outside the
+  main thread, signals cannot be handled and this does nothing.
+
+    with SignalStop() as stop:
+      driver.on_step(stop.check)
+  """
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for number in (signal.SIGINT, signal.SIGTERM):
+        self._previous[number] = signal.signal(number, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for number, handler in self._previous.items():
+      signal.signal(number, handler)
+    self._previous.clear()
+
+  def check(self, *unused):
+    if self.received:
+      raise KeyboardInterrupt(f'{self.received} received')
+
+  def _handle(self, number, frame):
+    if self.received:
+      raise KeyboardInterrupt(f'{self.received} received twice')
+    self.received = signal.Signals(number).name
+
+
+@contextlib.contextmanager
+def checkpoint_on_failure(checkpoint, step):
+  """Saves a checkpoint when the body raises (env crash, NaN, Ctrl-C), then re-raises.
+
+  Checkpoint writes are atomic, so a save that fails here (e.g. the agent's
+  state was lost with the failing update) leaves the previous checkpoint.
+  """
+  try:
+    yield
+  except CheckpointError:
+    raise   # Saving is what failed.
+  except BaseException as error:
+    try:
+      path = checkpoint.save()
+      print(f'Stopped at step {int(step)} ({type(error).__name__}); saved checkpoint '
+            f'{path}. Rerun the same command to continue.', flush=True)
+    except Exception as save_error:
+      print(f'Stopped at step {int(step)} ({type(error).__name__}); could not save a '
+            f'checkpoint ({save_error}); the previous one is intact.', flush=True)
+    raise
+
+
+def truncate_metrics(path, step):
+  """Drops the lines of a JSONL metrics file past `step` (and a torn last line).
+
+  A run killed after its last checkpoint logged steps that the resumed run
+  repeats; dropping them keeps the file's steps non-decreasing. Returns the
+  number of lines dropped.
+  """
+  try:
+    with open(path, 'rb') as f:
+      lines = f.readlines()
+  except FileNotFoundError:
+    return 0
+  kept, size = 0, 0
+  for line in lines:
+    try:
+      if not line.endswith(b'\n') or json.loads(line)['step'] > step:
+        break
+    except (ValueError, KeyError, TypeError):
+      break
+    kept, size = kept + 1, size + len(line)
+  if kept < len(lines):
+    os.truncate(path, size)
+  return len(lines) - kept

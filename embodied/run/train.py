@@ -23,10 +23,14 @@ def train(agent, env, replay, logger, args):
   with updates after every env step as common.train_schedule owes them
   (run.train_ratio, or run.train_every when > 0). Metrics are logged every
   args.log_every seconds: train/ (mean over the updates since the last log),
-  report/, replay/, episode/ (mean over the episodes since the last log)
-  and fps/. Everything needed to resume (step, agent, replay, schedule) is
-  checkpointed to logdir/checkpoint every args.save_every seconds and at the
-  end; calling train again with the same logdir continues where it stopped.
+  report/ (on the newest training batch), replay/, episode/ (mean over the
+  episodes since the last log) and fps/. Everything needed to resume (step,
+  agent, replay, schedule, the sampled next batch) is checkpointed to
+  logdir/checkpoint every
+  args.save_every seconds, at the end, and when the loop stops on an error
+  or Ctrl-C; calling train again with the same logdir continues where it
+  stopped (docs/reliability.md says how exactly). After args.nonfinite_limit
+  consecutive skipped updates it stops with common.NonfiniteError.
   """
   logdir = pathlib.Path(args.logdir)
   step = logger.step
@@ -34,12 +38,16 @@ def train(agent, env, replay, logger, args):
   should_log = Clock(args.log_every)
   should_save = Clock(args.save_every)
   should_explore = Until(args.expl_until)
-  episodes, metrics, updates = common.Mean(), common.Mean(), common.Rate()
+  episodes = common.Mean()
 
   driver = Driver(env)
   driver.on_step(lambda tran, worker: step.increment())
   driver.on_step(common.replay_adder(replay))
   driver.on_episode(lambda ep, worker: episodes.add(common.episode_metrics(ep, args)))
+
+  updates = common.Updates(
+      agent, replay, common.batch_size(args, replay), args.nonfinite_limit,
+      logdir / 'nonfinite_batch.npz')
 
   common.check_memory(env, replay.capacity, args.check_memory)
   checkpoint = Checkpoint(logdir / 'checkpoint')
@@ -47,47 +55,42 @@ def train(agent, env, replay, logger, args):
   checkpoint.agent = agent
   checkpoint.replay = replay
   checkpoint.should_train = should_train
+  checkpoint.updates = updates   # The batch sampled for the next update.
   resumed = checkpoint.load_or_save()
   should_save()  # The clock's first call is True; the next save is due in save_every.
+  if resumed:
+    common.truncate_metrics(logdir / 'metrics.jsonl', int(step))
   print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
-
-  random = RandomAgent(env.obs_space, env.act_space, step)
-  target = max(args.batch_steps, args.train_fill)
-  common.prefill(driver, replay, random.policy, target, 'train')
-  dataset = agent.dataset(replay.dataset(common.batch_size(args, replay)))
-
-  state = None
-
-  def update():
-    nonlocal state
-    _, state, mets = agent.train(next(dataset), state)
-    metrics.add(mets)
-    updates.add()
-
-  if not resumed:
-    for _ in range(args.pretrain):
-      update()
 
   def train_step(tran, worker):
     for _ in range(should_train(step)):
-      update()
-
-  driver.on_step(train_step)
+      updates()
 
   def log():
-    logger.add(metrics.result(), prefix='train')
-    logger.add(agent.report(next(dataset)), prefix='report')
+    metrics, rate = updates.result()
+    logger.add(metrics, prefix='train')
+    if updates.last_batch is not None:
+      logger.add(agent.report(updates.last_batch), prefix='report')
     logger.add(replay.stats(), prefix='replay')
     logger.add(episodes.result(), prefix='episode')
-    logger.scalar('fps/train', updates.result())
+    logger.scalar('fps/train', rate)
     logger.write(fps=True)
 
-  while step < args.steps:
-    mode = 'explore' if should_explore(step) else 'train'
-    driver(functools.partial(agent.policy, mode=mode), steps=1)
-    if should_log(step):
-      log()
-    if should_save(step):
-      checkpoint.save()
-  log()
+  with common.SignalStop() as stop, common.checkpoint_on_failure(checkpoint, step):
+    driver.on_step(stop.check)
+    random = RandomAgent(env.obs_space, env.act_space, step)
+    target = max(args.batch_steps, args.train_fill)
+    filled = common.prefill(driver, replay, random.policy, target, 'train')
+    if filled or not resumed:   # Also after a resume that was killed during the prefill.
+      for _ in range(args.pretrain):
+        updates()
+    driver.on_step(train_step)
+    while step < args.steps:
+      mode = 'explore' if should_explore(step) else 'train'
+      driver(functools.partial(agent.policy, mode=mode), steps=1)
+      if should_log(step):
+        log()
+      if should_save(step):
+        checkpoint.save()
+    log()
   checkpoint.save()
