@@ -3,7 +3,8 @@
 Nothing here holds mutable state. The whole training state is one dict of arrays
 
   {'params':  flat dict 'module/path' -> array (float32),
-   'opt':     optimiser name -> {'opt': optax state, 'scale': loss-scale state},
+   'opt':     optimiser name -> {'opt': optax state over the flat vector of its
+              parameters, 'scale': loss-scale state},
    'retnorm': critic name -> {'lo', 'hi'} percentile EMA (§3.5),
    'step':    int32 number of updates so far (RNG stream and slow-critic schedule),
    'nonfinite': int32 consecutive updates that had non-finite gradients}
@@ -16,7 +17,7 @@ decoder, reward, cont (world model), actor, critic, slow_critic (task behaviour)
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.flatten_util import ravel_pytree
 
 from . import jaxutils, modules, nets
 
@@ -79,11 +80,16 @@ class Optimizer:
     self.tx = jaxutils.make_optimizer(options['lr'], options['eps'], options['clip'])
 
   def init(self, params):
-    return {'opt': self.tx.init(modules.subtree(params, self.paths)),
-            'scale': jaxutils.loss_scale_init()}
+    flat, _ = ravel_pytree(modules.subtree(params, self.paths))
+    return {'opt': self.tx.init(flat), 'scale': jaxutils.loss_scale_init()}
 
   def update(self, params, state, loss_fn, *args):
-    """loss_fn(scope, *args) -> (loss, aux). Returns (params, state, aux, finite, metrics)."""
+    """loss_fn(scope, *args) -> (loss, aux). Returns (params, state, aux, finite, metrics).
+
+    The optimiser works on one flat vector of all its parameters (its moments are
+    flat vectors too): a handful of large XLA kernels instead of about ten per
+    parameter array, which compiles several times faster (docs/benchmarks.md).
+    """
     own = modules.subtree(params, self.paths)
     scale = state['scale']['scale'] if self.loss_scaling else 1.0
 
@@ -92,13 +98,14 @@ class Optimizer:
       return loss * scale, aux
 
     grads, aux = jax.grad(scaled_loss, has_aux=True)(own)
-    grads = jax.tree.map(lambda g: g / scale, grads)
-    finite = jaxutils.all_finite(grads)
-    updates, opt = self.tx.update(grads, state['opt'], own)
-    own = tree_where(finite, optax.apply_updates(own, updates), own)
+    flat, unravel = ravel_pytree(own)
+    grads = ravel_pytree(grads)[0] / scale
+    finite = jnp.isfinite(grads).all()
+    updates, opt = self.tx.update(grads, state['opt'], flat)
+    own = unravel(jnp.where(finite, flat + updates, flat))
     opt = tree_where(finite, opt, state['opt'])
     loss_scale = state['scale']
-    metrics = {f'{self.name}_grad_norm': optax.tree.norm(grads)}
+    metrics = {f'{self.name}_grad_norm': jnp.sqrt(jnp.square(grads).sum())}
     if self.loss_scaling:
       loss_scale = jaxutils.loss_scale_update(loss_scale, finite)
       metrics[f'{self.name}_loss_scale'] = loss_scale['scale']
@@ -168,15 +175,15 @@ class WorldModel:
     return loss, (post, carry, metrics)
 
   def reward(self, scope, traj):
-    """Task reward [H+1, N]: the reward head's mean at every imagined state."""
+    """Task reward [L, N]: the reward head's mean at each of the L imagined states."""
     return self.heads['reward'](scope.child('reward'), self.rssm.get_feat(traj)).mean()
 
 
 class ActorCritic:
   """Actor and value critics trained in imagination (§3).
 
-  rewards: critic name -> fn(scope, traj) -> [H+1, N], the reward of arriving at
-  each imagined state; the advantages of the critics are normalised separately
+  rewards: critic name -> fn(scope, traj) -> [L, N], the reward of arriving at
+  each of the L states of traj (called with s_1..s_H); the advantages of the critics are normalised separately
   and summed with `scales`. The task behaviour has the single critic 'extr'.
   Parameter paths: {prefix}actor, {prefix}critic[_name], {prefix}slow_critic[_name].
   """
@@ -224,23 +231,29 @@ class ActorCritic:
   def imagine(self, scope, start, key):
     """Rolls the prior H steps from start [N, ...], acting on sg(feat) (§3.2).
 
-    Returns states and actions [H+1, N, ...]; the last action enters only terms
-    that are dropped later.
+    Returns (traj, policy): states and actions [H+1, N, ...] (the last action
+    enters only terms that are dropped later) and the actor's distribution at
+    s_0..s_{H-1} [H, N], which the actor loss reuses rather than evaluating the
+    actor on the same features again.
     """
     rssm = self.wm.rssm
-    act = lambda state, key: self.policy(scope, sg(rssm.get_feat(state)), key)
+
+    def act(state, key):
+      policy = self.actor(scope.child(self.actor_name), sg(rssm.get_feat(state)))
+      return policy.sample(key), policy
 
     def step(state, key):
       act_key, img_key = jax.random.split(key)
-      action = act(state, act_key)
+      action, policy = act(state, act_key)
       succ = rssm.img_step(scope.child('rssm'), state, action, img_key)
-      return succ, {**state, 'action': action}
+      return succ, ({**state, 'action': action}, policy)
 
     keys = jax.random.split(key, self.config.imag_horizon + 1)
     unroll = self.config.imag_horizon if self.config.imag_unroll else 1
-    last, traj = jax.lax.scan(step, start, keys[:-1], unroll=unroll)
-    last = {**last, 'action': act(last, keys[-1])}
-    return jax.tree.map(lambda seq, x: jnp.concatenate([seq, x[None]], 0), traj, last)
+    last, (traj, policy) = jax.lax.scan(step, start, keys[:-1], unroll=unroll)
+    last = {**last, 'action': act(last, keys[-1])[0]}
+    traj = jax.tree.map(lambda seq, x: jnp.concatenate([seq, x[None]], 0), traj, last)
+    return traj, policy
 
   def actor_loss(self, scope, start, retnorms, key):
     """Actor loss (§3.3-3.6). start: posterior states [N, ...] with 'cont' [N].
@@ -249,14 +262,14 @@ class ActorCritic:
     returns and weights are stop-gradiented for the critic update.
     """
     cfg = self.config
-    traj = self.imagine(scope, {k: v for k, v in start.items() if k != 'cont'}, key)
+    traj, policy = self.imagine(scope, {k: v for k, v in start.items() if k != 'cont'}, key)
     feat = self.wm.rssm.get_feat(traj)                                       # [H+1, N, F]
     cont = self.wm.heads['cont'](scope.child('cont'), feat[1:]).mode()      # c_1..c_H [H, N]
     weight = jaxutils.imagination_weights(start['cont'], cont, self.discount)  # [H+1, N]
     advantage, returns, new_retnorms, metrics = 0.0, {}, {}, {}
     for name, reward_fn in self.rewards.items():
       critic = self.critic_names[name]
-      reward = reward_fn(scope, traj)[1:]                                   # r_1..r_H [H, N]
+      reward = reward_fn(scope, jax.tree.map(lambda x: x[1:], traj))        # r_1..r_H [H, N]
       value = self.critic(scope.child(critic), feat).mean()                # v_0..v_H [H+1, N]
       ret = jaxutils.lambda_return(reward, cont, value, self.discount, cfg.return_lambda)  # [H, N]
       retnorm = jaxutils.perc_ema_update(
@@ -270,7 +283,6 @@ class ActorCritic:
           f'{pre}ret_std': ret.std(), f'{pre}value_mean': value.mean(),
           f'{pre}retnorm_lo': retnorm['lo'], f'{pre}retnorm_hi': retnorm['hi'],
           f'{pre}retnorm_scale': scale})
-    policy = self.actor(scope.child(self.actor_name), sg(feat[:-1]))
     if self.grad == 'reinforce':
       objective = policy.log_prob(sg(traj['action'][:-1])) * sg(advantage)   # [H, N]
     else:

@@ -117,7 +117,7 @@ class Explore:
     return [self.head(scope.child(self.name).child(str(i)), inputs) for i in members]
 
   def intrinsic(self, scope, traj):
-    """Disagreement [H+1, N] about the successor of each imagined (state, action)."""
+    """Disagreement [L, N] about the successor of each of the L (state, action) of traj."""
     preds = jnp.stack([d.mean() for d in self._predict(scope, self._inputs(traj, traj['action']))])
     return preds.std(0).mean(-1)
 

@@ -17,6 +17,25 @@ f32 = jnp.float32
 sg = jax.lax.stop_gradient
 
 
+def _pytree(*arrays, static=()):
+  """Registers a distribution class as a pytree of its `arrays` attributes, so that
+  distributions can be returned from jax.lax.scan, stop-gradiented or sliced with
+  jax.tree.map. Unflattening sets the attributes without running __init__."""
+  def register(cls):
+    def flatten(dist):
+      return [getattr(dist, k) for k in arrays], tuple(getattr(dist, k) for k in static)
+
+    def unflatten(aux, leaves):
+      dist = object.__new__(cls)
+      for name, value in zip(arrays + static, list(leaves) + list(aux)):
+        setattr(dist, name, value)
+      return dist
+
+    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+    return cls
+  return register
+
+
 # Transforms (§1.1).
 
 def symlog(x):
@@ -50,6 +69,7 @@ def twohot_encode(y, bins):
           jax.nn.one_hot(hi, n, dtype=f32) * weight_hi[..., None])
 
 
+@_pytree('logits', 'bins')
 class TwoHot:
   """Categorical over symlog-space bins, decoded as symexp(E_p[bins]) (§1.2)."""
 
@@ -76,6 +96,7 @@ def _sum_last(x, dims):
   return x.sum(tuple(range(-dims, 0))) if dims else x
 
 
+@_pytree('_mean', static=('dims',))
 class MSE:
   """Deterministic prediction; log_prob = -sum of squared errors over the last dims axes."""
 
@@ -93,6 +114,7 @@ class MSE:
     return -_sum_last(jnp.square(self._mean - jnp.asarray(x, f32)), self.dims)
 
 
+@_pytree('_mean', static=('dims',))
 class SymlogMSE:
   """Regression in symlog space; squared errors below 1e-8 count as zero."""
 
@@ -112,6 +134,7 @@ class SymlogMSE:
     return -_sum_last(error, self.dims)
 
 
+@_pytree('logit')
 class Bernoulli:
   """Binary variable with the given logit [...]."""
 
@@ -135,6 +158,7 @@ class Bernoulli:
              (1 - p) * jax.nn.log_sigmoid(-self.logit))
 
 
+@_pytree('logits')
 class OneHotDist:
   """Categorical over the last axis with one-hot samples (§1.3).
 
@@ -178,6 +202,7 @@ class OneHotDist:
     return (self.probs * (self.logits - other.logits)).sum(-1)
 
 
+@_pytree('_mean', 'std')
 class Normal:
   """Independent normal over the last axis."""
 

@@ -11,6 +11,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dreamerv3 import jaxutils
 from dreamerv3 import modules
@@ -149,13 +150,106 @@ class MLP:
     return x
 
 
+# Convolutions as matrix products. XLA's CPU convolutions, their kernel gradients
+# above all, run far below the matmul rate (docs/benchmarks.md); gathering patches
+# and multiplying once computes the same sums several times faster.
+
+def _patches(x, window, pad):
+  """Stride-1 patches [N, H', W', window^2 C], order (row, column, C), of x [N, H, W, C]
+  padded by pad = ((top, bottom), (left, right))."""
+  x = jnp.pad(x, ((0, 0), pad[0], pad[1], (0, 0)))
+  h, w = x.shape[1] - window + 1, x.shape[2] - window + 1
+  return jnp.concatenate([x[:, i:i + h, j:j + w] for i in range(window) for j in range(window)], -1)
+
+
+def space_to_depth(x, block):
+  """[N, H, W, C] -> [N, H/b, W/b, b b C], channel order (row in block, column, C)."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // block, w // block, block * block * c)
+
+
+def depth_to_space(x, block):
+  """[N, H, W, b b C] -> [N, b H, b W, C], the inverse of space_to_depth."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h, w, block, block, c // block ** 2).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * block, w * block, c // block ** 2)
+
+
+def conv_matmul(x, kernel, stride):
+  """jax.lax.conv_general_dilated(x, kernel, (s, s), 'SAME', ('NHWC', 'HWIO', 'NHWC'))
+  for kernels [k, k, C_in, C_out] with k divisible by s.
+
+  After the SAME padding, space-to-depth by s turns the strided k x k convolution
+  into a stride-1 one over (k/s) x (k/s) blocks of s s C_in channels: a single
+  matmul of the patches [N, H/s, W/s, k k C_in] with the reordered kernel.
+  """
+  k, _, c, o = kernel.shape
+  blocks = k // stride
+  pads = []
+  for size in x.shape[1:3]:
+    total = max((-(-size // stride) - 1) * stride + k - size, 0)   # Padded size divides by s.
+    pads.append((total // 2, total - total // 2))
+  x = space_to_depth(jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))), stride)
+  patches = _patches(x, blocks, ((0, 0), (0, 0)))   # Channel order (bi, bj, wy, wx, C).
+  kernel = kernel.reshape(blocks, stride, blocks, stride, c, o).transpose(0, 2, 1, 3, 4, 5)
+  return patches @ kernel.reshape(k * k * c, o)
+
+
+def _transpose_padding(kernel, stride):
+  """jax.lax.conv_transpose's 'SAME' padding (before, after) of the dilated input."""
+  total = kernel + stride - 2
+  before = kernel - 1 if stride > kernel - 1 else math.ceil(total / 2)
+  return before, total - before
+
+
+def subpixel_taps(kernel, stride):
+  """Index table of the sub-pixel form of a 'SAME' transposed convolution.
+
+  conv_transpose (no kernel flip) computes, along each axis, for the output
+  o = stride m + a (phase a):  out[o] = sum_j x[m + d] w[j] over the taps j
+  with (a + j - before) % stride == 0 and offset d = (a + j - before) // stride.
+  So every phase is a stride-1 convolution of the undilated input over offsets
+  d_min..d_max. Returns (table [window, stride] of tap indices, `kernel` marking
+  'no tap', (pad_lo, pad_hi)) with window = d_max - d_min + 1.
+  """
+  before, _ = _transpose_padding(kernel, stride)
+  taps = [(a, j, (a + j - before) // stride) for a in range(stride) for j in range(kernel)
+          if (a + j - before) % stride == 0]
+  low, high = min(d for _, _, d in taps), max(d for _, _, d in taps)
+  table = [[kernel] * stride for _ in range(high - low + 1)]
+  for a, j, d in taps:
+    table[d - low][a] = j
+  return table, (-low, high)
+
+
+def conv_transpose_matmul(x, kernel, stride):
+  """jax.lax.conv_transpose(x, kernel, (s, s), 'SAME', ('NHWC', 'HWOI', 'NHWC')).
+
+  Sub-pixel form: each output phase is a stride-1 convolution of the undilated
+  input (subpixel_taps), so one matmul of window x window patches [N, H, W,
+  window^2 C_in] with a kernel [window^2 C_in, s s C_out] (zero where a phase has
+  no tap; 2.25 times the taps for k 4, s 2) and a depth-to-space give the output.
+  x [N, H, W, C_in], kernel [k, k, C_out, C_in] -> [N, s H, s W, C_out].
+  """
+  k, _, out_ch, in_ch = kernel.shape
+  table, pad = subpixel_taps(k, stride)
+  index, window = np.asarray(table), len(table)
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))   # Tap index k reads zeros.
+  sub = padded[index[:, None, :, None], index[None, :, None, :]]  # [win, win, s, s, O, I]
+  sub = sub.transpose(0, 1, 5, 2, 3, 4).reshape(window * window * in_ch, -1)
+  return depth_to_space(_patches(x, window, (pad, pad)) @ sub, stride)
+
+
 class Conv2D:
   """SAME-padded 2D convolution over [N, H, W, C].
 
-  transpose=False: kernel [k, k, C_in, C_out] (HWIO), jax.lax.conv_general_dilated.
+  transpose=False: kernel [k, k, C_in, C_out] (HWIO), jax.lax.conv_general_dilated,
+  computed by conv_matmul when the stride divides the kernel size.
   transpose=True: kernel [k, k, C_out, C_in] (HWOI), jax.lax.conv_transpose without
-  kernel flip, which upsamples by `stride` (§2.4 point 5). Fans count the receptive
-  field times the input or output channels in both layouts.
+  kernel flip, which upsamples by `stride` (§2.4 point 5), computed by
+  conv_transpose_matmul. Fans count the receptive field times the input or output
+  channels in both layouts.
   """
 
   def __init__(self, depth, kernel, stride=2, transpose=False, bias=True, winit='normal',
@@ -171,8 +265,9 @@ class Conv2D:
     kernel = scope.param('kernel', self.init, shape).astype(self.dtype)
     x, strides = x.astype(self.dtype), (self.stride, self.stride)
     if self.transpose:
-      x = jax.lax.conv_transpose(
-          x, kernel, strides, 'SAME', dimension_numbers=('NHWC', 'HWOI', 'NHWC'))
+      x = conv_transpose_matmul(x, kernel, self.stride)
+    elif k % self.stride == 0:
+      x = conv_matmul(x, kernel, self.stride)
     else:
       x = jax.lax.conv_general_dilated(
           x, kernel, strides, 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -455,15 +550,17 @@ class RSSM:
     dist = self._prior(scope, deter)
     return {'deter': deter, 'stoch': dist.sample(key), 'logits': dist.logits}
 
-  def obs_step(self, scope, prev_state, prev_action, embed, is_first, key):
-    """Posterior step -> (post, prior). is_first [...] resets the state to the initial
-    state and the action to zero before the prior step."""
-    first = is_first.astype(f32)
-    init = self.initial(scope, first.shape)
+  def obs_step(self, scope, prev_state, prev_action, embed, is_first, key, init=None):
+    """Posterior step -> (post, prior). is_first [...] resets the state to `init`
+    (default: the initial state; leaves broadcast against the state) and the action
+    to zero before the prior step."""
+    is_first = is_first.astype(bool)
+    init = self.initial(scope, ()) if init is None else init
 
     def reset(x, x_init):
-      mask = first.reshape(first.shape + (1,) * (x.ndim - first.ndim))
-      return (x * (1 - mask) + x_init * mask).astype(x.dtype)
+      # A select, not x (1 - m) + init m: a non-finite carry must not survive a reset.
+      mask = is_first.reshape(is_first.shape + (1,) * (x.ndim - is_first.ndim))
+      return jnp.where(mask, x_init, x).astype(x.dtype)
 
     prev_state = jax.tree.map(reset, prev_state, init)
     prev_action = reset(prev_action, jnp.zeros_like(prev_action))
@@ -485,9 +582,11 @@ class RSSM:
     inputs = (time_major(embed), time_major(prev_actions), time_major(is_first),
               jax.random.split(key, length))
 
+    init = self.initial(scope, ())   # Once, not in every step of the loop.
+
     def step(carry, inp):
       embed_t, action_t, first_t, key_t = inp
-      post, prior = self.obs_step(scope, carry, action_t, embed_t, first_t, key_t)
+      post, prior = self.obs_step(scope, carry, action_t, embed_t, first_t, key_t, init)
       return post, (post, prior)
 
     unroll = length if self.unroll else 1

@@ -226,7 +226,8 @@ def test_imagination_uses_updated_model_and_critic_targets_equal_actor_returns(d
   for key in ('ret_mean', 'reward_mean', 'value_mean', 'loss/actor'):
     error_new, error_old = abs(new[key] - metrics[key]), abs(old[key] - metrics[key])
     assert error_new <= 1e-5 * (1 + abs(metrics[key])), key
-    assert error_old > 10 * error_new, key
+    if key != 'value_mean':   # The critic's outputs start at zero: ~1e-8 either way.
+      assert error_old > 10 * error_new, key
   np.testing.assert_allclose(new['critic_loss'], metrics['loss/critic'], rtol=1e-5)
   # The targets are the λ-returns of §3.4, computed here in float64.
   gamma, lam = 1 - 1 / config.horizon, config.return_lambda

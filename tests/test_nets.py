@@ -354,6 +354,20 @@ def test_is_first_resets_to_initial_state_with_zero_action(params):
   assert not np.allclose(post_keep['deter'][0], post['deter'][0])
 
 
+def test_is_first_clears_a_non_finite_carry(params):
+  # A NaN state or action left over from a broken episode must not leak into the
+  # next episode: reset selects the initial state rather than mixing with it.
+  prev = {'deter': jnp.full((B, 16), jnp.nan), 'stoch': jnp.full((B, 4, 5), jnp.inf),
+          'logits': jnp.full((B, 4, 5), jnp.nan)}
+  action = jnp.full((B, A), jnp.nan)
+  obs_step = jit_apply(RSSM.obs_step)
+  post, prior = obs_step(params, prev, action, normal(B, E, seed=5), jnp.array([True, True]),
+                         jax.random.PRNGKey(0))
+  for state in (post, prior):
+    for k, v in state.items():
+      assert np.isfinite(np.asarray(v)).all(), k
+
+
 def test_observe_scan_equals_python_loop_of_obs_step(params):
   rssm = RSSM
   embed, actions, is_first, key = rssm_inputs(1)

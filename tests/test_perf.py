@@ -1,0 +1,175 @@
+"""Tests of the performance work (issue 4): faster forms compute the same numbers,
+and the benchmark's FLOP counter counts what XLA would compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamerv3 import agent as agentlib
+from dreamerv3 import jaxutils, modules, nets
+from scripts import bench
+
+HWIO = ('NHWC', 'HWIO', 'NHWC')
+HWOI = ('NHWC', 'HWOI', 'NHWC')
+
+
+def lax_conv_transpose(x, kernel, stride):
+  return jax.lax.conv_transpose(x, kernel, (stride, stride), 'SAME', dimension_numbers=HWOI)
+
+
+# Convolutions as matrix products.
+
+@pytest.mark.parametrize('kernel,stride,size', [(4, 2, 8), (4, 2, 7), (2, 2, 6), (6, 3, 9), (3, 1, 5)])
+def test_space_to_depth_conv_equals_lax_conv(kernel, stride, size):
+  rng = np.random.default_rng(kernel * 10 + size)
+  x = jnp.asarray(rng.normal(size=(2, size, size + 1, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+  want = jax.lax.conv_general_dilated(x, w, (stride, stride), 'SAME', dimension_numbers=HWIO)
+  got = nets.conv_matmul(x, w, stride)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_space_to_depth_conv_gradients_equal_lax():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 8, 8, 4)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(4, 4, 4, 6)), jnp.float32)
+  target = jnp.asarray(rng.normal(size=(3, 4, 4, 6)), jnp.float32)
+  lax_conv = lambda x, w, s: jax.lax.conv_general_dilated(x, w, (s, s), 'SAME', dimension_numbers=HWIO)
+  loss = lambda conv: lambda x, w: jnp.sum(jnp.square(conv(x, w, 2) - target))
+  want = jax.grad(loss(lax_conv), (0, 1))(x, w)
+  got = jax.grad(loss(nets.conv_matmul), (0, 1))(x, w)
+  for g, h in zip(got, want):
+    np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-4)
+
+
+def test_depth_to_space_inverts_space_to_depth():
+  x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+  blocks = nets.space_to_depth(x, 2)
+  assert blocks.shape == (2, 2, 3, 12)
+  np.testing.assert_array_equal(blocks[0, 0, 0], x[0, :2, :2].reshape(-1))   # (row, column, C)
+  np.testing.assert_array_equal(nets.depth_to_space(blocks, 2), x)
+
+
+# Sub-pixel transposed convolution.
+
+@pytest.mark.parametrize('kernel,stride', [(4, 2), (3, 2), (5, 3), (4, 1), (2, 2), (6, 2)])
+def test_subpixel_conv_transpose_equals_lax_conv_transpose(kernel, stride):
+  rng = np.random.default_rng(kernel * 10 + stride)
+  x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 3)), jnp.float32)
+  want = lax_conv_transpose(x, w, stride)
+  got = nets.conv_transpose_matmul(x, w, stride)
+  assert got.shape == want.shape == (2, 5 * stride, 6 * stride, 4)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_conv_transpose_gradients_equal_lax():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 4, 4, 6)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(4, 4, 5, 6)), jnp.float32)
+  target = jnp.asarray(rng.normal(size=(3, 8, 8, 5)), jnp.float32)
+  loss = lambda conv: lambda x, w: jnp.sum(jnp.square(conv(x, w, 2) - target))
+  want = jax.grad(loss(lax_conv_transpose), (0, 1))(x, w)
+  got = jax.grad(loss(nets.conv_transpose_matmul), (0, 1))(x, w)
+  for g, h in zip(got, want):
+    np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-4)
+
+
+def test_subpixel_taps_of_kernel_4_stride_2():
+  # out[2m] = x[m-1] w0 + x[m] w2 and out[2m+1] = x[m] w1 + x[m+1] w3; 4 marks no tap.
+  table, pad = nets.subpixel_taps(4, 2)
+  assert table == [[0, 4], [2, 1], [4, 3]] and pad == (1, 1)
+
+
+@pytest.mark.parametrize('transpose', [False, True])
+def test_conv2d_module_equals_lax_with_its_parameters(transpose):
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 4, 8)), jnp.float32)
+  conv = nets.Conv2D(3, 4, 2, transpose=transpose, bias=True)
+  params = modules.init(conv, jax.random.PRNGKey(0), x)
+  params['bias'] = jnp.arange(3, dtype=jnp.float32)
+  got = modules.apply(conv, params, x)
+  if transpose:
+    want = lax_conv_transpose(x, params['kernel'], 2)
+  else:
+    want = jax.lax.conv_general_dilated(x, params['kernel'], (2, 2), 'SAME', dimension_numbers=HWIO)
+  np.testing.assert_allclose(got, want + params['bias'], rtol=1e-5, atol=1e-5)
+
+
+# The flat optimiser.
+
+def test_flat_optimizer_equals_optax_on_the_parameter_tree():
+  rng = np.random.default_rng(2)
+  params = {'a/w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+            'a/b': jnp.asarray(rng.normal(size=(2,)), jnp.float32),
+            'other/w': jnp.ones(4)}
+  options = {'opt': 'adam', 'lr': 0.05, 'eps': 1e-5, 'clip': 1.0, 'wd': 0.0, 'warmup': 0}
+  opt = agentlib.Optimizer('a', ['a'], options, loss_scaling=False)
+  tx = jaxutils.make_optimizer(0.05, 1e-5, 1.0)   # Clipping is active: the norms exceed 1.
+
+  def loss(scope, target):
+    w, b = scope.param('a/w', None, (3, 2)), scope.param('a/b', None, (2,))
+    value = jnp.sum(jnp.square(jnp.tanh(w) + b - target)) * jnp.sum(scope.param('other/w', None, (4,)))
+    return value, {}
+
+  state, tree_params = opt.init(params), modules.subtree(params, 'a')
+  tree_state = tx.init(tree_params)
+  for step in range(3):
+    target = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    params, state, _, finite, metrics = opt.update(params, state, loss, target)
+    grads = jax.grad(lambda own: loss(modules.Scope({**params, **own}), target)[0])(tree_params)
+    updates, tree_state = tx.update(grads, tree_state, tree_params)
+    tree_params = jax.tree.map(lambda p, u: p + u, tree_params, updates)
+    assert bool(finite)
+    for key in tree_params:
+      np.testing.assert_allclose(params[key], tree_params[key], rtol=1e-6, atol=1e-6)
+    norm = np.sqrt(sum(np.square(np.asarray(g, np.float64)).sum() for g in grads.values()))
+    assert float(metrics['a_grad_norm']) == pytest.approx(norm, rel=1e-5)
+  np.testing.assert_array_equal(params['other/w'], jnp.ones(4))
+
+
+# The FLOP counter of scripts/bench.py.
+
+def test_flops_of_a_scan_count_every_iteration():
+  x, w = jnp.ones((8, 16)), jnp.ones((16, 16))
+
+  def fn(x, w):
+    return jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=5)[0]
+
+  matmul, _ = bench.train_flops(fn, x, w)
+  assert matmul == 5 * 2 * 8 * 16 * 16
+
+
+def test_flops_of_convolutions_match_xla_cost_analysis():
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((4, 4, 4, 6))
+  dims = ('NHWC', 'HWIO', 'NHWC')
+  fns = {
+      'strided': lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), 'SAME', dimension_numbers=dims),
+      'transposed': lambda x, w: jax.lax.conv_transpose(x, w, (2, 2), 'SAME', dimension_numbers=HWOI),
+  }
+  for name, fn in fns.items():
+    kernel = w if name == 'strided' else w.transpose(0, 1, 3, 2)
+    for grad in (fn, jax.grad(lambda x, w: fn(x, w).sum(), 1)):
+      matmul, _ = bench.train_flops(grad, x, kernel)
+      xla = jax.jit(grad).lower(x, kernel).compile().cost_analysis()['flops']
+      assert matmul == pytest.approx(xla, rel=0.02), name
+
+
+def test_flops_skip_dead_code_and_take_the_dearest_branch():
+  x = jnp.ones((4, 4))
+
+  def fn(x, flag):
+    unused = x @ x @ x     # Dead: XLA never computes it.
+    del unused
+    return jax.lax.cond(flag, lambda: x @ x @ x, lambda: x)
+
+  matmul, _ = bench.train_flops(fn, x, True)
+  assert matmul == 2 * (2 * 4 * 4 * 4)
+
+
+def test_format_table_has_a_row_per_result():
+  row = {name: 1.0 for name, _ in bench.COLUMNS}
+  row.update(config='small', obs='vector', params=10, loadavg='0.5')
+  lines = bench.format_table([row, {**row, 'speed_vs_first_release': None}]).splitlines()
+  assert len(lines) == 3 and lines[0].split()[0] == 'config' and lines[2].split()[-5] == '-'
