@@ -122,7 +122,8 @@ class _GymConverter:
     # Wrappers forward attribute lookups, here to the Gym adapter inside.
     real = env.gym_env
     self._stand_in = _StandIn(real.observation_space, real.action_space)
-    adapter = gym.Gym(self._stand_in, obs_key=env._obs_key, act_key=env._act_key)
+    obs_key, act_key = env.key_names
+    adapter = gym.Gym(self._stand_in, obs_key=obs_key, act_key=act_key)
     unlimited = config.update({'wrapper.length': 0, 'wrapper.checks': True})
     self._env = wrap_env(adapter, unlimited, config.task)
     self._noop = {

@@ -10,6 +10,7 @@ replay sampling time, peak RSS and parameter counts.
   python scripts/bench.py                      # debug, cpu, small, medium x vector, image
   python scripts/bench.py --quick              # debug and small, fewer steps (< 3 min idle)
   python -m scripts.bench --configs small --obs vector --json bench.json
+  python scripts/bench.py --configs cpu --set rssm.unroll=True --set imag_unroll=True
 
 Observations: `vector` is CartPole-v1's (4 floats, 2 actions), `image` is
 Crafter's (64x64x3 uint8, 17 actions). Batch 16 x 64, float32 on the CPU.
@@ -152,13 +153,17 @@ def _spaces(obs):
   return {**sensors, **common}, {'action': Space(np.float32, (actions,), 0, 1)}
 
 
-def _config(name, obs):
+def _config(name, obs, overrides=()):
+  """The config of a case; overrides are 'key=value' strings (--set)."""
   from embodied.core.config import load_config, load_yaml
   args = ['--configs', name, '--jax.platform', 'cpu', '--jax.precision', 'float32',
           '--jax.prealloc', 'False', '--batch_size', str(BATCH), '--batch_length', str(LENGTH)]
   keys = ('image', '$^') if obs == 'image' else ('$^', 'vector')
   for part in ('encoder', 'decoder'):
     args += [f'--{part}.cnn_keys', keys[0], f'--{part}.mlp_keys', keys[1]]
+  for item in overrides:
+    key, _, value = item.partition('=')
+    args += [f'--{key}', value]
   return load_config(load_yaml(ROOT / 'configs.yaml'), args)[0]
 
 
@@ -265,15 +270,28 @@ def _bench_replay(spaces, act_space, repeats, steps=2000):
   return float(np.median(times))
 
 
-def run_case(name, obs, steps, warmup):
+def use_lax_convolutions():
+  """Makes nets.Conv2D call XLA's convolutions instead of the matmul forms, for
+  comparing the two (--lax-conv)."""
+  import jax
+  from dreamerv3 import nets
+  nets.conv_matmul = lambda x, kernel, stride: jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  nets.conv_transpose_matmul = lambda x, kernel, stride: jax.lax.conv_transpose(
+      x, kernel, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWOI', 'NHWC'))
+
+
+def run_case(name, obs, steps, warmup, lax_conv=False, overrides=()):
   """All measurements of one (config, obs) case, as a dict for the JSON list."""
+  if lax_conv:
+    use_lax_convolutions()
   import contextlib
   import io
   import jax
   import numpy as np
   from embodied.core.basics import Counter
   from dreamerv3 import jaxagent, modules
-  config = _config(name, obs)
+  config = _config(name, obs, overrides)
   spaces, act_space = _spaces(obs)
   start = time.perf_counter()
   with contextlib.redirect_stdout(io.StringIO()):
@@ -294,7 +312,9 @@ def run_case(name, obs, steps, warmup):
   peak_cpu = max(peak_cpu, peak_cpu_after)
   cpu_s = float(np.median(train['cpu_times']))
   result = {
-      'config': name, 'obs': obs, 'params': modules.count(params),
+      'config': name, 'obs': obs, 'conv': 'lax' if lax_conv else 'matmul',
+      'overrides': list(overrides),
+      'params': modules.count(params),
       'trainable_params': modules.count(trainable), 'state_mb': state_mb,
       'init_s': init_s, 'compile_s': train['compile_s'], 'trace_s': train['trace_s'],
       'first_step_s': train['first_step_s'],
@@ -359,19 +379,24 @@ def main(argv=None):
   parser.add_argument('--steps', type=int, default=0, help='timed train steps (default 20)')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
   parser.add_argument('--json', default='', help='write the results to this file')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='config override for every case, e.g. --set rssm.unroll=True')
+  parser.add_argument('--lax-conv', action='store_true',
+                      help="XLA's convolutions instead of the matmul forms (for comparison)")
   parser.add_argument('--case', default='', help=argparse.SUPPRESS)  # config:obs, in-process
   args = parser.parse_args(argv)
   if args.case:
     name, obs = args.case.split(':')
     steps, warmup = _steps(name, args)
-    print(json.dumps(run_case(name, obs, steps, warmup)))
+    print(json.dumps(run_case(name, obs, steps, warmup, args.lax_conv, args.set)))
     return
   configs = args.configs or (['debug', 'small'] if args.quick else list(CONFIGS))
   results = []
   for name in configs:
     for obs in args.obs:
       command = [sys.executable, str(pathlib.Path(__file__).resolve()), '--case', f'{name}:{obs}']
-      command += ['--quick'] * args.quick
+      command += ['--quick'] * args.quick + ['--lax-conv'] * args.lax_conv
+      command += [f'--set={item}' for item in args.set]
       if args.steps:
         command += ['--steps', str(args.steps), '--warmup', str(args.warmup)]
       print(f'Running {name} {obs} ...', file=sys.stderr, flush=True)

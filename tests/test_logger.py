@@ -201,3 +201,20 @@ def test_wandb_output_without_wandb_says_how_to_install(tmp_path):
     pass
   with pytest.raises(ConfigError, match='pip install wandb'):
     make_outputs(tmp_path, ['wandb'])
+
+
+def test_resumed_tensorboard_purges_what_a_killed_run_logged_past_the_checkpoint(tmp_path):
+  from tensorboardX.proto.event_pb2 import SessionLog
+  step = Counter(10)
+  first = Logger(step, [TensorBoardOutput(tmp_path)])
+  for _ in range(3):   # Steps 10, 20, 30; then a kill, and the checkpoint is at 20.
+    first.scalar('loss', float(step))
+    first.write()
+    step.increment(10)
+  resumed = Logger(Counter(20), [TensorBoardOutput(tmp_path)])
+  resumed.resume(20)
+  resumed.close()
+  starts = [e.step for e in read_events(tmp_path)
+            if e.HasField('session_log') and e.session_log.status == SessionLog.START]
+  # TensorBoard drops earlier events at steps >= a START event's step.
+  assert starts == [21]

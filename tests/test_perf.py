@@ -173,3 +173,24 @@ def test_format_table_has_a_row_per_result():
   row.update(config='small', obs='vector', params=10, loadavg='0.5')
   lines = bench.format_table([row, {**row, 'speed_vs_first_release': None}]).splitlines()
   assert len(lines) == 3 and lines[0].split()[0] == 'config' and lines[2].split()[-5] == '-'
+
+
+def test_bench_config_routes_observations_and_applies_overrides():
+  config = bench._config('cpu', 'image', ['rssm.unroll=True', 'run.train_ratio=32'])
+  assert config.encoder.cnn_keys == 'image' and config.encoder.mlp_keys == '$^'
+  assert config.rssm.unroll is True and config.run.train_ratio == 32
+  assert (config.batch_size, config.batch_length) == (bench.BATCH, bench.LENGTH)
+  assert config.rssm.deter == 128   # The cpu block.
+  vector = bench._config('small', 'vector')
+  assert vector.decoder.mlp_keys == 'vector' and vector.rssm.deter == 512
+
+
+@pytest.mark.slow
+def test_bench_case_reports_every_documented_field():
+  result = bench.run_case('debug', 'vector', steps=1, warmup=0)
+  for key in ('config', 'obs', 'params', 'compile_s', 'train_step_s', 'flops_per_step',
+              'gflops', 'matmul_peak_gflops', 'utilization', 'speed_vs_first_release',
+              'policy_step_ms', 'replay_sample_s', 'peak_rss_mb'):
+    assert key in result, key
+  assert result['flops_per_step'] > result['xla_cost_analysis_flops'] > 0   # Scans counted fully.
+  assert 0 < result['utilization'] < 1.5

@@ -320,6 +320,8 @@ def test_partial_and_corrupt_chunk_files_are_skipped_with_warnings(tmp_path):
   for name in (fake('a'), fake('b'), fake('c') + '.tmp', 'notes.npz'):
     assert name in messages
   assert len(restored) == 13
+  assert not (tmp_path / (fake('c') + '.tmp')).exists()   # Interrupted writes are removed.
+  assert (tmp_path / fake('a')).exists()                   # Others are left for inspection.
 
 
 def test_chunk_write_failure_is_reported_and_retried(tmp_path, monkeypatch):

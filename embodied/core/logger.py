@@ -35,6 +35,13 @@ class Logger:
     self._summaries = []
     self._last = None  # (step, time) of the previous write(fps=True).
 
+  def resume(self, step):
+    """Tells the outputs that can forget (TensorBoard) that the run continues from
+    `step`, so what a killed run logged after its checkpoint is dropped."""
+    for output in self._outputs:
+      if hasattr(output, 'resume'):
+        output.resume(step)
+
   def add(self, mapping, prefix=None):
     """Adds scalars (rank 0), images (rank 2, 3) and videos (rank 4, or 5 as a grid)."""
     for name, value in dict(mapping).items():
@@ -243,8 +250,16 @@ class TensorBoardOutput:
 
   def __init__(self, logdir, fps=20):
     import tensorboardX
-    self._writer = tensorboardX.SummaryWriter(str(logdir), max_queue=1000)
+    self._make = lambda purge_step=None: tensorboardX.SummaryWriter(
+        str(logdir), max_queue=1000, purge_step=purge_step)
+    self._writer = self._make()
     self._fps = fps
+
+  def resume(self, step):
+    """Hides the events that a killed run wrote past `step`, the checkpoint that
+    training continues from, so TensorBoard's curves do not go back in steps."""
+    self._writer.close()
+    self._writer = self._make(purge_step=int(step) + 1)
 
   def __call__(self, summaries):
     for step, name, value in summaries:

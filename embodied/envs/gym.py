@@ -43,6 +43,11 @@ class Gym(Env):
     return self._env
 
   @property
+  def key_names(self):
+    """(obs_key, act_key): the names given to non-dict observations and actions."""
+    return self._obs_key, self._act_key
+
+  @property
   def obs_space(self):
     spaces = {key: _obs_space(space) for key, space in self._obs_spaces.items()}
     return {

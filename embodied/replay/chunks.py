@@ -135,7 +135,13 @@ def scan(directory):
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
     if name.endswith('.tmp'):
-      warnings.warn(f'Skipping replay file {path}: a write was interrupted.', stacklevel=3)
+      # Never complete (writes end with an atomic rename): remove, so kills add no litter.
+      try:
+        os.remove(path)
+        warnings.warn(f'Removed replay file {path}: a write was interrupted.', stacklevel=3)
+      except OSError as e:
+        warnings.warn(f'Skipping replay file {path}: a write was interrupted ({e}).',
+                      stacklevel=3)
       continue
     match = _NAME.match(name)
     if not match:

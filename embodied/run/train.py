@@ -60,6 +60,7 @@ def train(agent, env, replay, logger, args):
   should_save()  # The clock's first call is True; the next save is due in save_every.
   if resumed:
     common.truncate_metrics(logdir / 'metrics.jsonl', int(step))
+    logger.resume(int(step))
   print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
 
   def train_step(tran, worker):
