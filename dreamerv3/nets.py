@@ -537,8 +537,8 @@ class RSSM:
     update = jax.nn.sigmoid(update - 1)
     return update * cand + (1 - update) * deter
 
-  def img_step(self, scope, prev_state, prev_action, key):
-    """Prior step: (h_{t-1}, z_{t-1}), a_{t-1} [..., *A] -> prior state at t."""
+  def _next_deter(self, scope, prev_state, prev_action):
+    """h_t from (h_{t-1}, z_{t-1}) and a_{t-1} [..., *A] (§2.3 steps 1-4)."""
     lead = prev_state['deter'].shape[:-1]
     if self.action_clip > 0:
       prev_action = jaxutils.action_clip(prev_action, self.action_clip)
@@ -546,51 +546,68 @@ class RSSM:
     prev_action = prev_action.reshape(lead + (-1,)).astype(self.dtype)
     x = jnp.concatenate([prev_stoch, prev_action], -1)
     x = self._dense(self.units)(scope.child('img_in'), x)
-    deter = self._gru(scope.child('gru'), prev_state['deter'], x)
+    return self._gru(scope.child('gru'), prev_state['deter'], x)
+
+  def _posterior(self, scope, deter, embed, key):
+    x = jnp.concatenate([deter, embed.astype(self.dtype)], -1)
+    dist = self._stats(scope.child('obs_stats'), self._dense(self.units)(scope.child('obs_out'), x))
+    return {'deter': deter, 'stoch': dist.sample(key), 'logits': dist.logits}
+
+  def img_step(self, scope, prev_state, prev_action, key):
+    """Prior step: (h_{t-1}, z_{t-1}), a_{t-1} [..., *A] -> prior state at t."""
+    deter = self._next_deter(scope, prev_state, prev_action)
     dist = self._prior(scope, deter)
     return {'deter': deter, 'stoch': dist.sample(key), 'logits': dist.logits}
 
-  def obs_step(self, scope, prev_state, prev_action, embed, is_first, key, init=None):
-    """Posterior step -> (post, prior). is_first [...] resets the state to `init`
-    (default: the initial state; leaves broadcast against the state) and the action
-    to zero before the prior step."""
+  def _reset(self, prev_state, prev_action, is_first, init):
+    """Where is_first [...], the state becomes init (broadcast) and the action zero."""
     is_first = is_first.astype(bool)
-    init = self.initial(scope, ()) if init is None else init
 
     def reset(x, x_init):
       # A select, not x (1 - m) + init m: a non-finite carry must not survive a reset.
       mask = is_first.reshape(is_first.shape + (1,) * (x.ndim - is_first.ndim))
       return jnp.where(mask, x_init, x).astype(x.dtype)
 
-    prev_state = jax.tree.map(reset, prev_state, init)
-    prev_action = reset(prev_action, jnp.zeros_like(prev_action))
+    return jax.tree.map(reset, prev_state, init), reset(prev_action, jnp.zeros_like(prev_action))
+
+  def obs_step(self, scope, prev_state, prev_action, embed, is_first, key, init=None):
+    """Posterior step -> (post, prior). is_first [...] resets the state to `init`
+    (default: the initial state; leaves broadcast against the state) and the action
+    to zero before the prior step."""
+    init = self.initial(scope, ()) if init is None else init
+    prev_state, prev_action = self._reset(prev_state, prev_action, is_first, init)
     prior_key, post_key = jax.random.split(key)
     prior = self.img_step(scope, prev_state, prev_action, prior_key)
-    x = jnp.concatenate([prior['deter'], embed.astype(self.dtype)], -1)
-    dist = self._stats(scope.child('obs_stats'), self._dense(self.units)(scope.child('obs_out'), x))
-    post = {'deter': prior['deter'], 'stoch': dist.sample(post_key), 'logits': dist.logits}
-    return post, prior
+    return self._posterior(scope, prior['deter'], embed, post_key), prior
 
   def observe(self, scope, embed, prev_actions, is_first, key, state=None):
     """Scans obs_step over time. embed [B, T, E], prev_actions [B, T, *A] (a_{t-1} at t),
     is_first [B, T]; step t uses jax.random.split(key, T)[t]. Returns (post, prior)
-    with leaves [B, T, ...]."""
+    with leaves [B, T, ...].
+
+    The same numbers as a loop of obs_step, but the prior's distribution, which
+    depends on h_t alone and never feeds the recurrence, is computed after the
+    loop for all steps at once: fewer small sequential matmuls.
+    """
     batch, length = is_first.shape
     if state is None:
       state = self.initial(scope, batch)
     time_major = lambda x: jnp.swapaxes(x, 0, 1)
-    inputs = (time_major(embed), time_major(prev_actions), time_major(is_first),
-              jax.random.split(key, length))
-
+    step_keys = jax.vmap(jax.random.split)(jax.random.split(key, length))  # [T, 2] (prior, post)
+    inputs = (time_major(embed), time_major(prev_actions), time_major(is_first), step_keys[:, 1])
     init = self.initial(scope, ())   # Once, not in every step of the loop.
 
     def step(carry, inp):
-      embed_t, action_t, first_t, key_t = inp
-      post, prior = self.obs_step(scope, carry, action_t, embed_t, first_t, key_t, init)
-      return post, (post, prior)
+      embed_t, action_t, first_t, post_key = inp
+      carry, action_t = self._reset(carry, action_t, first_t, init)
+      post = self._posterior(scope, self._next_deter(scope, carry, action_t), embed_t, post_key)
+      return post, post
 
     unroll = length if self.unroll else 1
-    _, (post, prior) = modules.scan(scope, step, state, inputs, unroll)
+    _, post = modules.scan(scope, step, state, inputs, unroll)   # Leaves [T, B, ...].
+    dist = self._prior(scope, post['deter'])
+    stoch = jax.vmap(lambda dist, key: dist.sample(key))(dist, step_keys[:, 0])
+    prior = {'deter': post['deter'], 'stoch': stoch, 'logits': dist.logits}
     return jax.tree.map(time_major, post), jax.tree.map(time_major, prior)
 
   def get_feat(self, state):

@@ -194,12 +194,23 @@ def bin_means(xs, ys, edges):
   return out
 
 
+def _on_grid(xs, ys, edges, centres):
+  """Bin means of one run; its empty bins within [xs[0], xs[-1]] interpolated."""
+  values = bin_means(xs, ys, edges)
+  gaps = np.isnan(values) & (centres >= xs[0]) & (centres <= xs[-1])
+  values[gaps] = np.interp(centres[gaps], xs, ys)
+  return values
+
+
 def aggregate(runs, bins=100, window=5, spread='std'):
   """Returns one Curve per method, in order of first appearance.
 
   Each run is smoothed over `window` logged points, then averaged within
-  `bins` equal bins spanning the method's x range. Per bin, the mean and the
-  spread (mean -/+ std, or min and max) are over the seeds with data there.
+  `bins` equal bins spanning the method's x range; a bin inside the run's x
+  range that holds none of its points gets the run's value interpolated at the
+  bin centre (seeds log at different steps: without this, sparse runs would
+  alternate bin by bin). Per bin, the mean and the spread (mean -/+ std, or
+  min and max) are over the seeds that cover it.
   """
   if bins < 1:
     raise PlotError(f'--bins must be at least 1, got {bins}.')
@@ -211,7 +222,9 @@ def aggregate(runs, bins=100, window=5, spread='std'):
     lo = min(run.xs[0] for run in members)
     hi = max(run.xs[-1] for run in members)
     edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-    values = np.stack([bin_means(r.xs, smooth(r.ys, window), edges) for r in members])  # [S, K]
+    centres = (edges[:-1] + edges[1:]) / 2
+    values = np.stack([_on_grid(r.xs, smooth(r.ys, window), edges, centres)
+                       for r in members])  # [S, K]
     present = ~np.isnan(values).all(0)
     values = values[:, present]
     mean = np.nanmean(values, 0)
@@ -220,7 +233,6 @@ def aggregate(runs, bins=100, window=5, spread='std'):
       low, high = mean - std, mean + std
     else:
       low, high = np.nanmin(values, 0), np.nanmax(values, 0)
-    centres = (edges[:-1] + edges[1:]) / 2
     curves.append(Curve(method, centres[present], mean, low, high, len(members)))
   return curves
 

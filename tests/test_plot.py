@@ -140,14 +140,27 @@ def test_aggregate_mean_and_spread_match_numpy():
   np.testing.assert_allclose(curve.high, smoothed.max(0))
 
 
-def test_aggregate_skips_empty_bins_and_averages_the_seeds_present():
+def test_aggregate_interpolates_inside_a_run_and_averages_the_seeds_that_cover_a_bin():
   short = plot.Run('a-seed0', 'a', 0, np.array([0.0, 10.0]), np.array([1.0, 3.0]))
   long = plot.Run('a-seed1', 'a', 1, np.array([0.0, 30.0]), np.array([5.0, 7.0]))
   (curve,) = plot.aggregate([short, long], bins=3, window=1)
-  # Bins [0, 10), [10, 20), [20, 30]: seed 0 has 1 and 3, seed 1 has 5 and 7.
+  # Bins [0, 10), [10, 20), [20, 30]: seed 0 has 1 and 3 and ends at 10; seed 1
+  # has 5 and 7, and 6 interpolated at the centre 15 of its empty middle bin.
   np.testing.assert_allclose(curve.xs, [5.0, 15.0, 25.0])
-  np.testing.assert_allclose(curve.mean, [3.0, 3.0, 7.0])
-  np.testing.assert_allclose(curve.high - curve.mean, [2.0, 0.0, 0.0])
+  np.testing.assert_allclose(curve.mean, [3.0, 4.5, 7.0])
+  np.testing.assert_allclose(curve.high - curve.mean, [2.0, 1.5, 0.0])
+
+
+def test_seeds_logged_at_different_steps_give_a_smooth_mean():
+  # Seeds y = x and y = x + 10 logged at interleaved steps: where both run, the
+  # mean is x + 5, not a zigzag between one seed's points and the other's.
+  xs0, xs1 = np.arange(0.0, 100.0, 10), np.arange(5.0, 105.0, 10)
+  runs = [plot.Run('a-seed0', 'a', 0, xs0, xs0.copy()), plot.Run('a-seed1', 'a', 1, xs1, xs1 + 10)]
+  (curve,) = plot.aggregate(runs, bins=40, window=1)
+  both = (curve.xs >= 5) & (curve.xs <= 90)
+  assert both.sum() > 30
+  # Within a bin (width 2.625) a point may sit 1.3 from the centre.
+  np.testing.assert_allclose(curve.mean[both], curve.xs[both] + 5, atol=1.4)
 
 
 def test_missing_metric_lists_available(logdirs, tmp_path):
