@@ -28,7 +28,8 @@ import pytest
 import envs_faulty
 from embodied.core.checkpoint import read_tree
 from embodied.replay import Uniform
-from embodied.run.common import NonfiniteError, SignalStop, Updates, truncate_metrics
+from embodied.core.logger import truncate_metrics
+from embodied.run.common import NonfiniteError, SignalStop, Updates
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = ROOT / 'tests'

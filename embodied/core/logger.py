@@ -7,6 +7,7 @@ An output is any callable that takes a sequence of summaries.
 
 import io
 import json
+import os
 import pathlib
 import re
 import time
@@ -36,8 +37,8 @@ class Logger:
     self._last = None  # (step, time) of the previous write(fps=True).
 
   def resume(self, step):
-    """Tells the outputs that can forget (TensorBoard) that the run continues from
-    `step`, so what a killed run logged after its checkpoint is dropped."""
+    """Tells the outputs that can forget (metrics.jsonl, TensorBoard) that the run
+    continues from `step`, so what a killed run logged after its checkpoint is dropped."""
     for output in self._outputs:
       if hasattr(output, 'resume'):
         output.resume(step)
@@ -233,6 +234,9 @@ class JSONLOutput:
     self._path.parent.mkdir(parents=True, exist_ok=True)
     self._pattern = re.compile(pattern)
 
+  def resume(self, step):
+    truncate_metrics(self._path, step)
+
   def __call__(self, summaries):
     by_step = {}
     for step, name, value in summaries:
@@ -243,6 +247,31 @@ class JSONLOutput:
     with self._path.open('a') as f:
       for step, scalars in sorted(by_step.items()):
         f.write(json.dumps({'step': step, **scalars}) + '\n')
+
+
+def truncate_metrics(path, step):
+  """Drops the lines of a JSONL metrics file past `step` (and a torn last line).
+
+  A run killed after its last checkpoint logged steps that the resumed run
+  repeats; dropping them keeps the file's steps non-decreasing. Returns the
+  number of lines dropped.
+  """
+  try:
+    with open(path, 'rb') as f:
+      lines = f.readlines()
+  except FileNotFoundError:
+    return 0
+  kept, size = 0, 0
+  for line in lines:
+    try:
+      if not line.endswith(b'\n') or json.loads(line)['step'] > step:
+        break
+    except (ValueError, KeyError, TypeError):
+      break
+    kept, size = kept + 1, size + len(line)
+  if kept < len(lines):
+    os.truncate(path, size)
+  return len(lines) - kept
 
 
 class TensorBoardOutput:

@@ -3,8 +3,6 @@ agent updates with the non-finite guard, and what keeps a run resumable."""
 
 import collections
 import contextlib
-import json
-import os
 import queue
 import re
 import signal
@@ -309,28 +307,3 @@ def checkpoint_on_failure(checkpoint, step):
       print(f'Stopped at step {int(step)} ({type(error).__name__}); could not save a '
             f'checkpoint ({save_error}); the previous one is intact.', flush=True)
     raise
-
-
-def truncate_metrics(path, step):
-  """Drops the lines of a JSONL metrics file past `step` (and a torn last line).
-
-  A run killed after its last checkpoint logged steps that the resumed run
-  repeats; dropping them keeps the file's steps non-decreasing. Returns the
-  number of lines dropped.
-  """
-  try:
-    with open(path, 'rb') as f:
-      lines = f.readlines()
-  except FileNotFoundError:
-    return 0
-  kept, size = 0, 0
-  for line in lines:
-    try:
-      if not line.endswith(b'\n') or json.loads(line)['step'] > step:
-        break
-    except (ValueError, KeyError, TypeError):
-      break
-    kept, size = kept + 1, size + len(line)
-  if kept < len(lines):
-    os.truncate(path, size)
-  return len(lines) - kept

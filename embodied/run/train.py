@@ -59,8 +59,7 @@ def train(agent, env, replay, logger, args):
   resumed = checkpoint.load_or_save()
   should_save()  # The clock's first call is True; the next save is due in save_every.
   if resumed:
-    common.truncate_metrics(logdir / 'metrics.jsonl', int(step))
-    logger.resume(int(step))
+    logger.resume(int(step))   # Drops what a killed run logged past the checkpoint.
   print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
 
   def train_step(tran, worker):

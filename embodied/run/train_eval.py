@@ -54,8 +54,7 @@ def train_eval(agent, train_env, eval_env, train_replay, eval_replay, logger, ar
   resumed = checkpoint.load_or_save()
   should_save()  # The clock's first call is True; the next save is due in save_every.
   if resumed:
-    common.truncate_metrics(logdir / 'metrics.jsonl', int(step))
-    logger.resume(int(step))
+    logger.resume(int(step))   # Drops what a killed run logged past the checkpoint.
   print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
 
   # Reports on eval data sample in this thread too, from the eval replay's own RNG.
