@@ -98,11 +98,13 @@ class Optimizer:
       return loss * scale, aux
 
     grads, aux = jax.grad(scaled_loss, has_aux=True)(own)
-    flat, unravel = ravel_pytree(own)
-    grads = ravel_pytree(grads)[0] / scale
+    grads, unravel = ravel_pytree(grads)
+    grads = grads / scale
     finite = jnp.isfinite(grads).all()
-    updates, opt = self.tx.update(grads, state['opt'], flat)
-    own = unravel(jnp.where(finite, flat + updates, flat))
+    updates, opt = self.tx.update(grads, state['opt'])   # Adam needs no parameters.
+    # Updates are applied leaf by leaf: concatenating the parameters too would copy
+    # them all every step for nothing.
+    own = jax.tree.map(lambda p, u: jnp.where(finite, p + u, p), own, unravel(updates))
     opt = tree_where(finite, opt, state['opt'])
     loss_scale = state['scale']
     metrics = {f'{self.name}_grad_norm': jnp.sqrt(jnp.square(grads).sum())}

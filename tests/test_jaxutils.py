@@ -142,6 +142,24 @@ def test_onehot_sample_frequencies():
   np.testing.assert_allclose(samples.mean(0), [0.2, 0.5, 0.3], atol=0.015)
 
 
+def test_onehot_sample_frequencies_per_distribution():
+  # A batch of different 32-class distributions with unimix: each row's samples follow
+  # its own probabilities (the inverse-CDF draw uses one uniform per distribution).
+  rng = np.random.default_rng(0)
+  logits = rng.normal(0, 2, (4, 1, 32))
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  probs = 0.99 * probs + 0.01 / 32
+  dist = ju.OneHotDist(jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (4, 40000, 32)), 0.01)
+  samples = np.asarray(dist.sample(jax.random.PRNGKey(1)))
+  np.testing.assert_array_equal(samples.sum(-1), 1)
+  freq = samples.mean(1)                                   # [4, 32]
+  tolerance = 4 * np.sqrt(probs[:, 0] / 40000) + 1e-4       # About 4 standard errors.
+  assert np.all(np.abs(freq - probs[:, 0]) <= tolerance), np.abs(freq - probs[:, 0]).max()
+  # A class with probability 1 - 1e-7 and the rest tiny: never an out-of-range index.
+  peaked = ju.OneHotDist(jnp.broadcast_to(jnp.array([30.0, 0.0, 0.0]), (10000, 3)))
+  assert np.asarray(peaked.sample(jax.random.PRNGKey(2)))[:, 0].sum() >= 9998
+
+
 def test_straight_through_gradient():
   logits = jnp.array([0.3, -1.2, 2.0, 0.1])
   key = jax.random.PRNGKey(3)
