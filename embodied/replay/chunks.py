@@ -125,16 +125,20 @@ def write_chunk(directory, name, arrays, stale):
   return path
 
 
-def scan(directory):
+def scan(directory, remove_tmp=True):
   """Returns {uuid: FileInfo} of the chunk files in `directory`.
 
   Of several files for one uuid (a partial chunk saved at a checkpoint and
   later the full one) the longest wins and the others are listed as stale.
+  Files of interrupted writes (*.tmp) are removed, unless remove_tmp is False
+  (readers of a live run's directory, where they are writes in progress).
   """
   infos = {}
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
     if name.endswith('.tmp'):
+      if not remove_tmp:
+        continue
       # Never complete (writes end with an atomic rename): remove, so kills add no litter.
       try:
         os.remove(path)

@@ -1,0 +1,91 @@
+"""Per-episode returns of a run, read back from its replay directory.
+
+  python scripts/episodes.py ~/logdir/cartpole-seed0                 # prints a summary
+  python scripts/episodes.py ~/logdir/cartpole-seed0 --output episodes.json
+
+metrics.jsonl holds the mean score over the episodes that ended between two
+log writes; this recovers every episode: it links the run's replay chunks
+(LOGDIR/replay) into each worker's stream and sums the rewards from one
+is_first to the next is_last. The JSON is {"step": [...], "score": [...],
+"length": [...]}: for each finished episode in order of its end, the env
+steps of all workers up to and including its last step (a worker's steps
+are counted by their stamps, the order in which the replay received them),
+its return and its length in steps. Episodes cut off by the end of the run
+(no is_last yet) are left out. The summary prints the mean of the last 10
+episodes at the end and the best such mean over the run. It only reads, so it
+may look at a live run (a chunk rewritten while it reads is skipped with a
+warning).
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))   # `python scripts/episodes.py` imports the tree.
+
+
+def read_streams(replay_dir):
+  """{'reward', 'is_first', 'is_last', 'stamp'} arrays of each worker's stream."""
+  from embodied.replay import chunks as chunklib
+  streams = []
+  for chain in chunklib.link(chunklib.scan(str(replay_dir), remove_tmp=False)):
+    parts = [chunk for chunk in map(chunklib.read_chunk, chain) if chunk is not None]
+    if not parts:
+      continue
+    arrays = {key: np.concatenate([c.data[key][:c.length] for c in parts])
+              for key in ('reward', 'is_first', 'is_last')}
+    arrays['stamp'] = np.concatenate([c.stamp[:c.length] for c in parts])
+    streams.append(arrays)
+  return streams
+
+
+def episodes(streams):
+  """(step, score, length) lists of the finished episodes, ordered by their end."""
+  stamps = np.sort(np.concatenate([s['stamp'] for s in streams])) if streams else []
+  found = []
+  for stream in streams:
+    start = None
+    for t in range(len(stream['reward'])):
+      if stream['is_first'][t]:
+        start = t
+      if stream['is_last'][t] and start is not None:
+        score = float(stream['reward'][start:t + 1].sum())   # The first step's is 0.
+        step = int(np.searchsorted(stamps, stream['stamp'][t], 'right'))
+        found.append((step, score, t - start))
+        start = None
+  found.sort()
+  return [list(column) for column in zip(*found)] if found else [[], [], []]
+
+
+def summary(step, score, window=10):
+  if len(score) < window:
+    return f'{len(score)} episodes (fewer than {window}).'
+  means = np.convolve(score, np.ones(window) / window, 'valid')
+  best = int(np.argmax(means))
+  return (f'{len(score)} episodes, the last at step {step[-1]}: mean of the last {window} '
+          f'{means[-1]:.1f}; best mean of {window} in a row {means[best]:.1f} '
+          f'(ending at step {step[best + window - 1]}).')
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('logdir', type=pathlib.Path)
+  parser.add_argument('--output', type=pathlib.Path, help='write the episodes as JSON here')
+  args = parser.parse_args(argv)
+  replay_dir = args.logdir / 'replay'
+  if not replay_dir.is_dir():
+    parser.error(f'{replay_dir} does not exist: pass the logdir of a run (it holds replay/).')
+  step, score, length = episodes(read_streams(replay_dir))
+  print(summary(step, score))
+  if args.output:
+    args.output.write_text(json.dumps({'step': step, 'score': score, 'length': length}) + '\n')
+    print(f'Wrote {args.output}')
+
+
+if __name__ == '__main__':
+  main()
