@@ -11,7 +11,19 @@ import weakref
 os.environ.setdefault('MUJOCO_GL', 'osmesa')
 
 import numpy as np  # noqa: E402
-from dm_control import suite  # noqa: E402
+
+try:
+  from dm_control import suite  # noqa: E402
+except ModuleNotFoundError:
+  raise
+except Exception as error:
+  # dm_control sets up the renderer on import; without the GL library (no
+  # libOSMesa on a fresh CPU machine) that fails deep inside PyOpenGL.
+  raise ImportError(
+      f"dm_control is installed but could not set up MuJoCo's renderer "
+      f"MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(error).__name__}: {error}). "
+      'On a CPU machine install OSMesa (Debian/Ubuntu: apt-get install libosmesa6); '
+      'on a GPU machine set MUJOCO_GL=egl.') from error
 
 from embodied.core.base import Env, Space  # noqa: E402
 

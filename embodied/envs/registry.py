@@ -93,6 +93,9 @@ def _import_suite(suite):
   try:
     module = importlib.import_module(module_name)
   except ImportError as e:
+    if not isinstance(e, ModuleNotFoundError):
+      # Installed, but its import failed (e.g. dmc without OSMesa): the suite says why.
+      raise ConfigError(f"Suite '{suite}' could not be imported: {e}") from e
     # A missing suite module itself or one of its dependencies.
     if suite in _NO_ADAPTER:
       raise ConfigError(
