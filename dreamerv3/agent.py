@@ -83,23 +83,34 @@ class Optimizer:
     flat, _ = ravel_pytree(modules.subtree(params, self.paths))
     return {'opt': self.tx.init(flat), 'scale': jaxutils.loss_scale_init()}
 
-  def update(self, params, state, loss_fn, *args):
-    """loss_fn(scope, *args) -> (loss, aux). Returns (params, state, aux, finite, metrics).
+  def loss_scale(self, state):
+    """The factor the loss is multiplied by before differentiation (1 without scaling)."""
+    return state['scale']['scale'] if self.loss_scaling else 1.0
 
-    The optimiser works on one flat vector of all its parameters (its moments are
-    flat vectors too): a handful of large XLA kernels instead of about ten per
-    parameter array, which compiles several times faster (docs/benchmarks.md).
-    """
+  def update(self, params, state, loss_fn, *args):
+    """loss_fn(scope, *args) -> (loss, aux). Returns (params, state, aux, finite, metrics)."""
     own = modules.subtree(params, self.paths)
-    scale = state['scale']['scale'] if self.loss_scaling else 1.0
+    scale = self.loss_scale(state)
 
     def scaled_loss(own):
       loss, aux = loss_fn(modules.Scope({**params, **own}), *args)
       return loss * scale, aux
 
     grads, aux = jax.grad(scaled_loss, has_aux=True)(own)
+    params, state, finite, metrics = self.apply(params, state, grads)
+    return params, state, aux, finite, metrics
+
+  def apply(self, params, state, grads):
+    """One step on the gradients of (loss × loss_scale(state)) with respect to this
+    optimiser's parameters. Returns (params, state, finite, metrics).
+
+    The optimiser works on one flat vector of all its parameters (its moments are
+    flat vectors too): a handful of large XLA kernels instead of about ten per
+    parameter array, which compiles several times faster (docs/benchmarks.md).
+    """
+    own = modules.subtree(params, self.paths)
     grads, unravel = ravel_pytree(grads)
-    grads = grads / scale
+    grads = grads / self.loss_scale(state)
     finite = jnp.isfinite(grads).all()
     updates, opt = self.tx.update(grads, state['opt'])   # Adam needs no parameters.
     # Updates are applied leaf by leaf: concatenating the parameters too would copy
@@ -111,7 +122,7 @@ class Optimizer:
     if self.loss_scaling:
       loss_scale = jaxutils.loss_scale_update(loss_scale, finite)
       metrics[f'{self.name}_loss_scale'] = loss_scale['scale']
-    return {**params, **own}, {'opt': opt, 'scale': loss_scale}, aux, finite, metrics
+    return {**params, **own}, {'opt': opt, 'scale': loss_scale}, finite, metrics
 
 
 class WorldModel:
@@ -257,29 +268,40 @@ class ActorCritic:
     traj = jax.tree.map(lambda seq, x: jnp.concatenate([seq, x[None]], 0), traj, last)
     return traj, policy
 
-  def actor_loss(self, scope, start, retnorms, key):
-    """Actor loss (§3.3-3.6). start: posterior states [N, ...] with 'cont' [N].
+  def loss(self, scope, start, retnorms, key):
+    """Actor and critic losses of one imagined rollout (§3.2-3.7).
 
-    Returns (loss, (traj, returns, weight, retnorms, metrics)); the trajectory,
-    returns and weights are stop-gradiented for the critic update.
+    start: posterior states [N, ...] with 'cont' [N]. Returns ({optimiser name:
+    loss}, (retnorms, metrics)). Each loss depends only on its own optimiser's
+    parameters, so one gradient of their sum gives every optimiser the gradient
+    of its own loss, and the critic's forward pass serves both the returns the
+    actor learns from and the critic's loss.
     """
     cfg = self.config
     traj, policy = self.imagine(scope, {k: v for k, v in start.items() if k != 'cont'}, key)
     feat = self.wm.rssm.get_feat(traj)                                       # [H+1, N, F]
     cont = self.wm.heads['cont'](scope.child('cont'), feat[1:]).mode()      # c_1..c_H [H, N]
-    weight = jaxutils.imagination_weights(start['cont'], cont, self.discount)  # [H+1, N]
-    advantage, returns, new_retnorms, metrics = 0.0, {}, {}, {}
+    weight = sg(jaxutils.imagination_weights(start['cont'], cont, self.discount))  # [H+1, N]
+    advantage, losses, new_retnorms, metrics = 0.0, {}, {}, {}
     for name, reward_fn in self.rewards.items():
       critic = self.critic_names[name]
+      pre = '' if name == 'extr' else f'{name}_'
       reward = reward_fn(scope, jax.tree.map(lambda x: x[1:], traj))        # r_1..r_H [H, N]
-      value = self.critic(scope.child(critic), feat).mean()                # v_0..v_H [H+1, N]
+      # On stop-gradiented features, so that the critic's loss shapes the critic only.
+      dist = self.critic(scope.child(critic), sg(feat))                     # v_0..v_H [H+1, N]
+      value = sg(dist.mean())
+      if self.grad == 'backprop':
+        # The pathwise actor gradient flows through the values into the imagined
+        # features, but not into the critic's parameters.
+        value = self.critic(scope.stop_gradient().child(critic), feat).mean()
       ret = jaxutils.lambda_return(reward, cont, value, self.discount, cfg.return_lambda)  # [H, N]
       retnorm = jaxutils.perc_ema_update(
           retnorms[critic], ret, cfg.retnorm.decay, cfg.retnorm.perclo, cfg.retnorm.perchi)
       scale = sg(jaxutils.perc_ema_scale(retnorm, cfg.retnorm.max))
       advantage += self.scales[name] * (ret - value[:-1]) / scale         # [H, N]
-      returns[name], new_retnorms[critic] = sg(ret), retnorm
-      pre = '' if name == 'extr' else f'{name}_'
+      new_retnorms[critic] = retnorm
+      losses[critic], mets = self.critic_loss(scope, name, dist, sg(feat), sg(ret), weight)
+      metrics.update(mets)
       metrics.update({
           f'{pre}reward_mean': reward.mean(), f'{pre}ret_mean': ret.mean(),
           f'{pre}ret_std': ret.std(), f'{pre}value_mean': value.mean(),
@@ -290,21 +312,20 @@ class ActorCritic:
     else:
       objective = advantage   # Pathwise: through actions, dynamics, rewards, values.
     entropy = policy.entropy()                                                 # [H, N]
-    loss = -(sg(weight[:-1]) * (objective + cfg.actent * entropy)).mean()
-    loss = cfg.loss_scales.actor * loss
-    metrics.update({'loss/actor': loss, 'actor_ent': entropy.mean(),
+    loss = -(weight[:-1] * (objective + cfg.actent * entropy)).mean()
+    losses[self.actor_name] = cfg.loss_scales.actor * loss
+    metrics.update({'loss/actor': losses[self.actor_name], 'actor_ent': entropy.mean(),
                     'adv_mean': advantage.mean(), 'imag_cont_mean': cont.mean(),
                     'weight_mean': weight.mean()})
-    aux = (sg(traj), returns, sg(weight), new_retnorms, metrics)
-    return loss, aux
+    return losses, (new_retnorms, metrics)
 
-  def critic_loss(self, scope, name, traj, ret, weight):
+  def critic_loss(self, scope, name, dist, feat, ret, weight):
     """Critic loss on states k < H with the actor's returns plus the slow-critic
-    regulariser (§3.7). traj [H+1, N, ...], ret [H, N], weight [H+1, N]."""
-    feat = sg(self.wm.rssm.get_feat(traj))[:-1]                              # [H, N, F]
-    dist = self.critic(scope.child(self.critic_names[name]), feat)
-    slow = self.critic(scope.child(self.slow_names[name]), feat)
-    loss = -dist.log_prob(sg(ret))                                           # [H, N]
+    regulariser (§3.7). dist: the critic at s_0..s_H [H+1, N]; feat [H+1, N, F],
+    ret [H, N], weight [H+1, N], all without gradient. Returns (loss, metrics)."""
+    dist = jaxutils.TwoHot(dist.logits[:-1], dist.bins)                     # [H, N]
+    slow = self.critic(scope.child(self.slow_names[name]), feat[:-1])
+    loss = -dist.log_prob(ret)                                               # [H, N]
     if self.config.critic_slowreg == 'logprob':
       reg = -dist.log_prob(sg(slow.mean()))
     elif self.config.critic_slowreg == 'xent':
@@ -321,25 +342,33 @@ class ActorCritic:
   def train(self, state, start, key):
     """Actor update, critic updates, slow-critic EMA (§3.8 steps 2-4).
 
+    The critics' updates use the trajectories and returns of the actor's update
+    and do not depend on the actor's new parameters, so all gradients come from
+    one pass (ActorCritic.loss); each optimiser then steps on its own.
     state: the training state (params with the updated world model). start:
     posterior states [N, ...] with 'cont' [N]. Returns (state, metrics, finite).
     """
     params, opt = state['params'], dict(state['opt'])
-    actor = self.actor_name
-    params, opt[actor], aux, finite, metrics = self.opts[actor].update(
-        params, opt[actor], self.actor_loss, start, state['retnorm'], key)
-    traj, returns, weight, retnorms, mets = aux
-    metrics.update(mets)
-    # Skipped steps keep the normaliser too, so one bad batch cannot poison it.
-    retnorms = tree_where(finite, retnorms, {k: state['retnorm'][k] for k in retnorms})
-    for name, critic in self.critic_names.items():
-      params, opt[critic], critic_metrics, ok, mets = self.opts[critic].update(
-          params, opt[critic], self.critic_loss, name, traj, returns[name], weight)
-      finite &= ok
-      metrics.update({**critic_metrics, **mets})
+    scales = {name: self.opts[name].loss_scale(opt[name]) for name in self.opts}
+
+    def scaled_loss(own):
+      merged = {k: v for part in own.values() for k, v in part.items()}
+      losses, aux = self.loss(modules.Scope({**params, **merged}), start, state['retnorm'], key)
+      return sum(losses[name] * scales[name] for name in self.opts), aux
+
+    own = {name: modules.subtree(params, o.paths) for name, o in self.opts.items()}
+    grads, (retnorms, metrics) = jax.grad(scaled_loss, has_aux=True)(own)
+    finite = {}
+    for name, o in self.opts.items():
+      params, opt[name], finite[name], mets = o.apply(params, opt[name], grads[name])
+      metrics.update(mets)
+    # Skipped actor steps keep the normaliser too, so one bad batch cannot poison it.
+    retnorms = tree_where(
+        finite[self.actor_name], retnorms, {k: state['retnorm'][k] for k in retnorms})
+    for name in self.critic_names:
       params = self.update_slow(params, name, state['step'])
     state = {**state, 'params': params, 'opt': opt, 'retnorm': {**state['retnorm'], **retnorms}}
-    return state, metrics, finite
+    return state, metrics, jnp.all(jnp.stack(list(finite.values())))
 
   def update_slow(self, params, name, step):
     """ψ̄ <- mix ψ + (1 - mix) ψ̄; mix 1 at the first update (a copy), then the fraction

@@ -66,6 +66,14 @@ class Scope:
     self._params[path] = value
     return value
 
+  def stop_gradient(self):
+    """The same scope over stop-gradiented parameters: what is computed through it
+    passes gradients to its inputs but not to the parameters."""
+    if self.creating:
+      return self   # Parameters created through it must land in the shared dict.
+    frozen = {k: jax.lax.stop_gradient(v) for k, v in self._params.items()}
+    return Scope(frozen, self._key, self.path)
+
   def names(self):
     prefix = self.path + '/' if self.path else ''
     return sorted(k for k in self._params if k.startswith(prefix))

@@ -196,16 +196,15 @@ def test_slow_critic_copies_then_follows_by_ema(disc):
 
 
 def _imagination_pieces(dreamer, params, start, retnorm, key):
-  """The actor loss and its trajectory's rewards, continuation and values [H+1, N]."""
+  """The actor-critic losses and their trajectory's rewards, continuation and values [H+1, N]."""
   ac, scope = dreamer.task.ac, modules.Scope(params)
-  loss, (traj, returns, weight, _, metrics) = ac.actor_loss(scope, start, retnorm, key)
+  losses, (_, metrics) = ac.loss(scope, start, retnorm, key)
+  traj, _ = ac.imagine(scope, {k: v for k, v in start.items() if k != 'cont'}, key)
   feat = dreamer.wm.rssm.get_feat(traj)
   reward = dreamer.wm.reward(scope, traj)
   cont = dreamer.wm.heads['cont'](scope.child('cont'), feat).mode()
   value = ac.critic(scope.child('critic'), feat).mean()
-  critic_loss, critic_metrics = ac.critic_loss(scope, 'extr', traj, returns['extr'], weight)
-  return dict(metrics, critic_loss=critic_loss, ret=returns['extr'], weight=weight,
-              reward=reward, cont=cont, value=value)
+  return dict(metrics, critic_loss=losses['critic'], reward=reward, cont=cont, value=value)
 
 
 def test_imagination_uses_updated_model_and_critic_targets_equal_actor_returns(disc):
@@ -229,16 +228,49 @@ def test_imagination_uses_updated_model_and_critic_targets_equal_actor_returns(d
     if key != 'value_mean':   # The critic's outputs start at zero: ~1e-8 either way.
       assert error_old > 10 * error_new, key
   np.testing.assert_allclose(new['critic_loss'], metrics['loss/critic'], rtol=1e-5)
-  # The targets are the λ-returns of §3.4, computed here in float64.
+  # The returns are the λ-returns of §3.4 and the weights those of §3.6, computed
+  # here in float64 from the rollout's rewards, continuation flags and values.
   gamma, lam = 1 - 1 / config.horizon, config.return_lambda
   reward, cont, value = (new[k].astype(np.float64) for k in ('reward', 'cont', 'value'))
   ret = np.zeros_like(value)
   ret[-1] = value[-1]
   for k in reversed(range(config.imag_horizon)):
     ret[k] = reward[k + 1] + gamma * cont[k + 1] * ((1 - lam) * value[k + 1] + lam * ret[k + 1])
-  np.testing.assert_allclose(new['ret'], ret[:-1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(new['ret_mean'], ret[:-1].mean(), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(new['ret_std'], ret[:-1].std(), rtol=1e-3, atol=1e-5)
   weight = np.cumprod(np.concatenate([np.asarray(start['cont'])[None], gamma * cont[1:]]), 0)
-  np.testing.assert_allclose(new['weight'], weight, rtol=1e-5)
+  np.testing.assert_allclose(new['weight_mean'], weight.mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize('act_space', [DISC, CONT], ids=['reinforce', 'backprop'])
+def test_actor_and_critic_losses_depend_only_on_their_own_parameters(act_space):
+  """ActorCritic.train takes one gradient of the sum of the actor's and the critic's
+  losses: that is each optimiser's own update only if neither loss reaches the other's
+  parameters (REINFORCE and the pathwise gradient, which flows through the values)."""
+  config = make_config()
+  dreamer = agentlib.Dreamer(OBS_SPACE, act_space, config, jnp.float32)
+  data = make_batch(config, act_space)
+  state = jax.jit(dreamer.init)(jax.random.PRNGKey(0), data)
+  params = dict(state['params'])
+  params['critic/out/kernel'] = 0.1 * jnp.ones_like(params['critic/out/kernel'])  # Values != 0.
+  ac = dreamer.task.ac
+  n = config.batch_size * config.batch_length
+  start = dict(dreamer.initial_carry(params, n)[0])   # The learned initial state, varied.
+  start['deter'] = start['deter'] + jax.random.normal(jax.random.PRNGKey(1), start['deter'].shape)
+  start['cont'] = jnp.ones((n,))
+
+  def loss(own, which):
+    losses, _ = ac.loss(modules.Scope({**params, **own}), start, state['retnorm'],
+                        jax.random.PRNGKey(2))
+    return losses[which]
+
+  own = {k: v for k, v in params.items() if k.split('/')[0] in ('actor', 'critic')}
+  for which, other in (('actor', 'critic'), ('critic', 'actor')):
+    grads = jax.jit(jax.grad(loss), static_argnums=1)(own, which)
+    norm = lambda prefix: sum(float(jnp.abs(g).sum()) for k, g in grads.items()
+                              if k.startswith(prefix + '/'))
+    assert norm(which) > 0, which
+    assert norm(other) == 0, f'the {which} loss reaches the {other} parameters'
 
 
 def test_nonfinite_batch_skips_the_model_update_and_counts(disc):

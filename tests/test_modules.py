@@ -65,6 +65,23 @@ def test_init_is_deterministic_and_apply_is_jittable_and_differentiable():
   assert float(jnp.abs(grads['second/bias']).sum()) == pytest.approx(4.0)  # d sum / d b = batch 2 × 2 units.
 
 
+def test_stop_gradient_scope_passes_gradients_to_inputs_not_parameters():
+  x = jnp.ones((2, 3))
+  params = modules.init(TwoLayers(), jax.random.PRNGKey(0), x)
+
+  def loss(params, x, frozen):
+    scope = modules.Scope(params)
+    return TwoLayers()(scope.stop_gradient() if frozen else scope, x).sum()
+
+  for frozen in (False, True):
+    grad_params, grad_x = jax.grad(loss, (0, 1))(params, x, frozen)
+    total = sum(float(jnp.abs(g).sum()) for g in grad_params.values())
+    assert (total == 0) == frozen
+    assert float(jnp.abs(grad_x).sum()) > 0
+  y = TwoLayers()(modules.Scope(params).stop_gradient(), x)
+  np.testing.assert_array_equal(y, modules.apply(TwoLayers(), params, x))
+
+
 def test_apply_does_not_mutate_the_given_params():
   x = jnp.ones((1, 3))
   params = modules.init(TwoLayers(), jax.random.PRNGKey(0), x)
