@@ -289,11 +289,12 @@ class ActorCritic:
       reward = reward_fn(scope, jax.tree.map(lambda x: x[1:], traj))        # r_1..r_H [H, N]
       # On stop-gradiented features, so that the critic's loss shapes the critic only.
       dist = self.critic(scope.child(critic), sg(feat))                     # v_0..v_H [H+1, N]
-      value = sg(dist.mean())
       if self.grad == 'backprop':
         # The pathwise actor gradient flows through the values into the imagined
         # features, but not into the critic's parameters.
-        value = self.critic(scope.stop_gradient().child(critic), feat).mean()
+        value = self.critic(scope.child(critic).stop_gradient(), feat).mean()
+      else:
+        value = sg(dist.mean())
       ret = jaxutils.lambda_return(reward, cont, value, self.discount, cfg.return_lambda)  # [H, N]
       retnorm = jaxutils.perc_ema_update(
           retnorms[critic], ret, cfg.retnorm.decay, cfg.retnorm.perclo, cfg.retnorm.perchi)

@@ -67,12 +67,12 @@ class Scope:
     return value
 
   def stop_gradient(self):
-    """The same scope over stop-gradiented parameters: what is computed through it
-    passes gradients to its inputs but not to the parameters."""
+    """The same scope with its own parameters (those under its path) stop-gradiented:
+    what is computed through it passes gradients to its inputs but not to them."""
     if self.creating:
       return self   # Parameters created through it must land in the shared dict.
-    frozen = {k: jax.lax.stop_gradient(v) for k, v in self._params.items()}
-    return Scope(frozen, self._key, self.path)
+    frozen = {k: jax.lax.stop_gradient(self._params[k]) for k in self.names()}
+    return Scope({**self._params, **frozen}, self._key, self.path)
 
   def names(self):
     prefix = self.path + '/' if self.path else ''
