@@ -24,12 +24,15 @@ def make_env(config):
 
 
 def main(argv=None):
-  argv = sys.argv[1:] if argv is None else list(argv)
+  from_command_line = argv is None
+  argv = sys.argv[1:] if from_command_line else list(argv)
   if not any(arg.startswith('--configs') for arg in argv):
     argv = ['--configs', 'cpu', *argv]
   with exit_on_config_error():
     configs = load_yaml(pathlib.Path(dreamerv3.__file__).parent / 'configs.yaml')
     config, _ = load_config(configs, ['--run.logdir', '~/logdir/example', *argv])
+  if from_command_line:
+    dreamerv3.restart_with_huge_pages(config)  # Faster on the CPU; reruns this command once.
   dreamerv3.configure_jax(config)
 
   logdir = pathlib.Path(config.run.logdir).expanduser()

@@ -10,7 +10,10 @@ inserts the gradient averaging, so the update equals the single-device one.
 """
 
 import os
+import pathlib
+import platform
 import queue
+import sys
 import threading
 import warnings
 
@@ -72,6 +75,55 @@ def configure_jax(config):
   if cfg.coordinator_address:
     jax.distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
   set_runtime_flags(config)
+
+
+HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
+THP_MODE = pathlib.Path('/sys/kernel/mm/transparent_hugepage/enabled')
+
+
+def restart_with_huge_pages(config):
+  """Re-executes this command once with malloc on transparent huge pages.
+
+  XLA on the CPU allocates the temporaries of every call afresh: with 4 KiB
+  pages a `cpu` train step takes about 100,000 page faults (400 MB of fresh
+  pages) and the TLB misses of its large buffers, a `cpu` image step ten times
+  that. glibc >= 2.35 backs malloc with transparent huge pages when
+  GLIBC_TUNABLES holds glibc.malloc.hugetlb=1, but reads that variable only at
+  process start, hence the restart (same pid, same arguments). Measured in
+  docs/benchmarks.md. Does nothing when jax.huge_pages is off, when
+  GLIBC_TUNABLES already sets glibc.malloc.hugetlb (either way), or when the
+  system cannot use it. Call it from the entry point, before any work.
+  """
+  environ = huge_pages_environ(config)
+  if environ is None or not sys.argv or sys.argv[0] in ('', '-c'):
+    return   # Nothing to change, or no command line to rerun.
+  print('Restarting with transparent huge pages for host memory '
+        '(jax.huge_pages; --jax.huge_pages False skips this).', flush=True)
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, environ)
+
+
+def huge_pages_environ(config, environ=None):
+  """os.environ plus the hugetlb tunable, or None where nothing should change."""
+  environ = dict(os.environ if environ is None else environ)
+  tunables = environ.get('GLIBC_TUNABLES', '')
+  if not config.jax.huge_pages or 'glibc.malloc.hugetlb' in tunables:
+    return None
+  if not huge_pages_available():
+    return None   # No glibc with the tunable, or transparent huge pages are off.
+  environ['GLIBC_TUNABLES'] = ':'.join(filter(None, [tunables, HUGE_PAGES_TUNABLE]))
+  return environ
+
+
+def huge_pages_available():
+  """glibc >= 2.35 (the hugetlb tunable) and transparent huge pages not 'never'."""
+  name, version = platform.libc_ver()
+  try:
+    major, minor = (int(part) for part in version.split('.')[:2])
+    mode = THP_MODE.read_text()   # 'always [madvise] never': brackets mark the mode.
+  except (ValueError, OSError):
+    return False
+  return name == 'glibc' and (major, minor) >= (2, 35) and '[never]' not in mode
 
 
 def set_runtime_flags(config):

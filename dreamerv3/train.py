@@ -35,10 +35,13 @@ def parse(argv):
 
 
 def main(argv=None):
-  argv = sys.argv[1:] if argv is None else list(argv)
+  from_command_line = argv is None
+  argv = sys.argv[1:] if from_command_line else list(argv)
   with exit_on_config_error():
     config = parse(argv)
     from dreamerv3 import jaxagent
+    if from_command_line:
+      jaxagent.restart_with_huge_pages(config)  # Reruns this command once (jax.huge_pages).
     jaxagent.configure_jax(config)  # Before anything touches JAX devices.
     try:
       run(config)   # The loops stop cleanly on SIGINT/SIGTERM (embodied.run.common.SignalStop).

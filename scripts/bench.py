@@ -19,6 +19,7 @@ Crafter's (64x64x3 uint8, 17 actions). Batch 16 x 64, float32 on the CPU.
 import argparse
 import json
 import math
+import os
 import pathlib
 import resource
 import subprocess
@@ -333,8 +334,15 @@ def run_case(name, obs, steps, warmup, lax_conv=False, overrides=()):
       'policy_call_ms': {str(n): p['call_s'] * 1e3 for n, p in policy.items()},
       'replay_sample_s': replay_s, 'replay_fraction': replay_s / seconds,
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'huge_pages': 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', ''),
       'loadavg': _loadavg(), 'steps_info': f'{warmup} warm-up + {steps} timed'}
   return result
+
+
+def _case_environ(overrides):
+  """The environment of a case: malloc on huge pages where train.py would use them."""
+  from dreamerv3 import jaxagent
+  return jaxagent.huge_pages_environ(_config('debug', 'vector', overrides))
 
 
 def _loadavg():
@@ -400,7 +408,8 @@ def main(argv=None):
       if args.steps:
         command += ['--steps', str(args.steps), '--warmup', str(args.warmup)]
       print(f'Running {name} {obs} ...', file=sys.stderr, flush=True)
-      out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+      out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                           env=_case_environ(args.set))
       results.append(json.loads(out.stdout.strip().splitlines()[-1]))
       print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
   print(format_table(results))

@@ -20,6 +20,8 @@ import pytest
 
 from test_inference import SMALL, save_untrained_logdir
 
+from dreamerv3 import jaxagent
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, 'dreamerv3/train.py']
 TRAIN_MODULE = [sys.executable, '-m', 'dreamerv3.train']
@@ -140,6 +142,8 @@ def test_example_runs_without_updates(tmp_path):
       sys.executable, 'example.py', '--configs', 'debug', *SMALL, '--run.train_ratio', '0',
       '--run.pretrain', '0', '--run.steps', '120', '--run.logdir', str(tmp_path)])
   assert 'Step 120/120' in result.stdout
+  restarts = result.stdout.count('Restarting with transparent huge pages')
+  assert restarts == (1 if jaxagent.huge_pages_available() else 0), result.stdout
   metrics = read_metrics(tmp_path)
   assert max(record['step'] for record in metrics) == 120
   assert list((tmp_path / 'checkpoint').glob('ckpt-*/arrays.npz'))

@@ -295,3 +295,56 @@ print('DONE', float(metrics['model_loss']))
   for key in first.files:
     np.testing.assert_array_equal(first[key], second[key], err_msg=key)
   assert not np.array_equal(first['params.rssm.gru.kernel'], np.zeros(1))
+
+
+# jax.huge_pages: rerunning the command with malloc on transparent huge pages.
+
+@pytest.fixture
+def execs(monkeypatch):
+  """Records os.execve calls instead of replacing the test process."""
+  calls = []
+  monkeypatch.setattr(jaxagent.os, 'execve', lambda *args: calls.append(args))
+  monkeypatch.setattr(jaxagent, 'huge_pages_available', lambda: True)
+  monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
+  return calls
+
+
+def test_restart_with_huge_pages_reruns_the_same_command_once(execs, monkeypatch, capsys):
+  monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.arena_max=2')
+  jaxagent.restart_with_huge_pages(make_config())
+  [(path, argv, environ)] = execs
+  assert (path, argv) == (sys.executable, sys.orig_argv)
+  assert environ['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
+  assert environ['PATH'] == jaxagent.os.environ['PATH']
+  assert 'Restarting with transparent huge pages' in capsys.readouterr().out
+  monkeypatch.setenv('GLIBC_TUNABLES', environ['GLIBC_TUNABLES'])   # As in the rerun process.
+  jaxagent.restart_with_huge_pages(make_config())
+  assert len(execs) == 1
+
+
+@pytest.mark.parametrize('case', ['config off', 'user chose', 'unavailable'])
+def test_restart_with_huge_pages_does_nothing_when_it_should_not(case, execs, monkeypatch):
+  config = make_config('--jax.huge_pages', 'False' if case == 'config off' else 'True')
+  if case == 'user chose':
+    monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.hugetlb=0')
+  if case == 'unavailable':
+    monkeypatch.setattr(jaxagent, 'huge_pages_available', lambda: False)
+  jaxagent.restart_with_huge_pages(config)
+  assert execs == [] and jaxagent.huge_pages_environ(config) is None
+
+
+@pytest.mark.parametrize('libc, mode, expected', [
+    (('glibc', '2.36'), 'always [madvise] never\n', True),
+    (('glibc', '2.39'), '[always] madvise never\n', True),
+    (('glibc', '2.36'), 'always madvise [never]\n', False),
+    (('glibc', '2.34'), 'always [madvise] never\n', False),   # No hugetlb tunable before 2.35.
+    (('', ''), 'always [madvise] never\n', False),           # musl, macOS.
+    (('glibc', '2.36'), None, False),                          # No THP in this kernel.
+])
+def test_huge_pages_available(libc, mode, expected, monkeypatch, tmp_path):
+  monkeypatch.setattr(jaxagent.platform, 'libc_ver', lambda: libc)
+  path = tmp_path / 'enabled'
+  if mode is not None:
+    path.write_text(mode)
+  monkeypatch.setattr(jaxagent, 'THP_MODE', path)
+  assert jaxagent.huge_pages_available() is expected
