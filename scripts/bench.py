@@ -224,12 +224,17 @@ def _bench_train(agent, data, steps, warmup):
   xla_flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
   times, cpu = [], []
   for i in range(warmup + steps):
+    if i == warmup:
+      usage = resource.getrusage(resource.RUSAGE_SELF)
     start, start_cpu = time.perf_counter(), time.process_time()
     _, carry, metrics = agent.train(data, carry)
     jax.block_until_ready((agent._state, carry, metrics))
     times.append(time.perf_counter() - start)
     cpu.append(time.process_time() - start_cpu)
-  return {'compile_s': compile_s, 'trace_s': trace_s, 'first_step_s': times[0],
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  return {'page_faults_per_step': (after.ru_minflt - usage.ru_minflt) / steps,
+          'system_s_per_step': (after.ru_stime - usage.ru_stime) / steps,
+          'compile_s': compile_s, 'trace_s': trace_s, 'first_step_s': times[0],
           'times': times[warmup:], 'cpu_times': cpu[warmup:], 'flops_per_step': matmul + other, 'matmul_flops': matmul,
           'xla_cost_analysis_flops': float(xla_flops)}
 
@@ -326,6 +331,8 @@ def run_case(name, obs, steps, warmup, lax_conv=False, overrides=()):
       'xla_cost_analysis_flops': train['xla_cost_analysis_flops'],
       'gflops': train['flops_per_step'] / seconds / 1e9, 'matmul_peak_gflops': peak,
       'utilization': train['flops_per_step'] / seconds / 1e9 / peak,
+      'page_faults_per_step': train['page_faults_per_step'],
+      'system_s_per_step': train['system_s_per_step'],
       'train_step_cpu_s': cpu_s, 'matmul_peak_gflops_per_cpu_s': peak_cpu,
       'cpu_utilization': train['flops_per_step'] / cpu_s / 1e9 / peak_cpu,
       'speed_vs_first_release': (REF_STEP[obs] * REF_PEAK / (seconds * peak)
@@ -359,7 +366,8 @@ COLUMNS = (
     ('train_step_s', '{:.3f}'), ('train_step_p10_s', '{:.3f}'), ('train_step_p90_s', '{:.3f}'),
     ('flops_per_step', '{:.3g}'), ('gflops', '{:.1f}'), ('matmul_peak_gflops', '{:.0f}'),
     ('utilization', '{:.1%}'), ('speed_vs_first_release', '{:.2f}'), ('policy_step_ms', '{:.2f}'),
-    ('replay_sample_s', '{:.4f}'), ('peak_rss_mb', '{:.0f}'), ('loadavg', '{}'))
+    ('replay_sample_s', '{:.4f}'), ('page_faults_per_step', '{:.0f}'), ('peak_rss_mb', '{:.0f}'),
+    ('loadavg', '{}'))
 
 
 def format_table(results):

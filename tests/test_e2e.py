@@ -20,6 +20,7 @@ import pytest
 
 from test_inference import SMALL, save_untrained_logdir
 
+from embodied.core.config import load_config, load_yaml
 from dreamerv3 import jaxagent
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -143,7 +144,8 @@ def test_example_runs_without_updates(tmp_path):
       '--run.pretrain', '0', '--run.steps', '120', '--run.logdir', str(tmp_path)])
   assert 'Step 120/120' in result.stdout
   restarts = result.stdout.count('Restarting with transparent huge pages')
-  assert restarts == (1 if jaxagent.huge_pages_available() else 0), result.stdout
+  config = load_config(load_yaml(ROOT / 'configs.yaml'), ['--configs', 'debug'])[0]
+  assert restarts == (0 if jaxagent.huge_pages_environ(config) is None else 1), result.stdout
   metrics = read_metrics(tmp_path)
   assert max(record['step'] for record in metrics) == 120
   assert list((tmp_path / 'checkpoint').glob('ckpt-*/arrays.npz'))

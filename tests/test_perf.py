@@ -194,3 +194,25 @@ def test_bench_case_reports_every_documented_field():
     assert key in result, key
   assert result['flops_per_step'] > result['xla_cost_analysis_flops'] > 0   # Scans counted fully.
   assert 0 < result['utilization'] < 1.5
+
+
+# scripts/profile_step.py: ranking the profiler's events by their own time.
+
+def test_profile_exclusive_times_subtract_nested_events():
+  from scripts import profile_step
+  event = lambda name, ts, dur, tid=1: {'ph': 'X', 'name': name, 'ts': ts, 'dur': dur,
+                                        'pid': 1, 'tid': tid}
+  events = [
+      event('while.1', 0, 100), event('dot.1', 10, 30), event('dot.1', 50, 20),
+      event('fusion.2', 60, 5),                  # Nested twice: inside dot.1 inside while.1.
+      event('fusion.3', 0, 40, tid=2),          # Another thread overlapping in time.
+      {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 1}]
+  times = profile_step.exclusive_times(events)
+  assert times == {'while.1': (50.0, 1), 'dot.1': (45.0, 2), 'fusion.2': (5.0, 1),
+                   'fusion.3': (40.0, 1)}
+  lines = profile_step.operation_table(
+      {**times, 'ThunkExecutor::Execute': (999.0, 1), 'fusion.4': (60.0, 2)}, steps=1, top=2)
+  assert lines[0] == 'Operations: 0.2 ms per step, summed over threads.'
+  assert lines[3].split() == ['0.1', '52.5%', 'fusion']      # fusion.2 + .3 + .4 = 105 of 200 us.
+  assert lines[4].split() == ['0.1', '25.0%', 'while']
+  assert [line.split()[-1] for line in lines[7:]] == ['fusion.4', 'while.1']
