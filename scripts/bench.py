@@ -346,10 +346,14 @@ def run_case(name, obs, steps, warmup, lax_conv=False, overrides=()):
   return result
 
 
-def _case_environ(overrides):
-  """The environment of a case: malloc on huge pages where train.py would use them."""
+def _case_environ(name, obs, overrides):
+  """The environment of a case (None: ours): malloc on huge pages where train.py uses them."""
+  import contextlib
+  import io
   from dreamerv3 import jaxagent
-  return jaxagent.huge_pages_environ(_config('debug', 'vector', overrides))
+  with contextlib.redirect_stderr(io.StringIO()):   # The case prints the config's notices.
+    config = _config(name, obs, overrides)
+  return jaxagent.huge_pages_environ(config)
 
 
 def _loadavg():
@@ -417,7 +421,7 @@ def main(argv=None):
         command += ['--steps', str(args.steps), '--warmup', str(args.warmup)]
       print(f'Running {name} {obs} ...', file=sys.stderr, flush=True)
       out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                           env=_case_environ(args.set))
+                           env=_case_environ(name, obs, args.set))
       results.append(json.loads(out.stdout.strip().splitlines()[-1]))
       print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
   print(format_table(results))
