@@ -103,16 +103,20 @@ def restart_with_huge_pages(config):
   os.execve(sys.executable, sys.orig_argv, environ)
 
 
-def huge_pages_environ(config, environ=None):
+def huge_pages_environ(config):
   """os.environ plus the hugetlb tunable, or None where nothing should change."""
-  environ = dict(os.environ if environ is None else environ)
-  tunables = environ.get('GLIBC_TUNABLES', '')
+  tunables = os.environ.get('GLIBC_TUNABLES', '')
   if not config.jax.huge_pages or 'glibc.malloc.hugetlb' in tunables:
     return None
   if not huge_pages_available():
     return None   # No glibc with the tunable, or transparent huge pages are off.
-  environ['GLIBC_TUNABLES'] = ':'.join(filter(None, [tunables, HUGE_PAGES_TUNABLE]))
-  return environ
+  return {**os.environ,
+          'GLIBC_TUNABLES': ':'.join(filter(None, [tunables, HUGE_PAGES_TUNABLE]))}
+
+
+def huge_pages_in_use():
+  """Whether this process was started with malloc on huge pages."""
+  return HUGE_PAGES_TUNABLE in os.environ.get('GLIBC_TUNABLES', '').split(':')
 
 
 def huge_pages_available():

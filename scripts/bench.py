@@ -19,7 +19,6 @@ Crafter's (64x64x3 uint8, 17 actions). Batch 16 x 64, float32 on the CPU.
 import argparse
 import json
 import math
-import os
 import pathlib
 import resource
 import subprocess
@@ -341,7 +340,7 @@ def run_case(name, obs, steps, warmup, lax_conv=False, overrides=()):
       'policy_call_ms': {str(n): p['call_s'] * 1e3 for n, p in policy.items()},
       'replay_sample_s': replay_s, 'replay_fraction': replay_s / seconds,
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      'huge_pages': 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', ''),
+      'huge_pages': jaxagent.huge_pages_in_use(),
       'loadavg': _loadavg(), 'steps_info': f'{warmup} warm-up + {steps} timed'}
   return result
 

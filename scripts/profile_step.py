@@ -21,7 +21,6 @@ import contextlib
 import gzip
 import io
 import json
-import os
 import pathlib
 import re
 import resource
@@ -113,7 +112,7 @@ def main(argv=None):
     step()
     times.append(time.perf_counter() - start)
   after = resource.getrusage(resource.RUSAGE_SELF)
-  huge = 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', '')
+  huge = jaxagent.huge_pages_in_use()
   print(f'{args.config} {args.obs}, huge pages {"on" if huge else "off"}: '
         f'median {np.median(times):.3f} s per step (p10 {np.percentile(times, 10):.3f}, '
         f'p90 {np.percentile(times, 90):.3f}); per step '

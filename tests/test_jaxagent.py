@@ -317,7 +317,9 @@ def test_restart_with_huge_pages_reruns_the_same_command_once(execs, monkeypatch
   assert environ['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
   assert environ['PATH'] == jaxagent.os.environ['PATH']
   assert 'Restarting with transparent huge pages' in capsys.readouterr().out
+  assert not jaxagent.huge_pages_in_use()
   monkeypatch.setenv('GLIBC_TUNABLES', environ['GLIBC_TUNABLES'])   # As in the rerun process.
+  assert jaxagent.huge_pages_in_use()
   jaxagent.restart_with_huge_pages(make_config())
   assert len(execs) == 1
 
@@ -327,6 +329,7 @@ def test_restart_with_huge_pages_does_nothing_when_it_should_not(case, execs, mo
   config = make_config('--jax.huge_pages', 'False' if case == 'config off' else 'True')
   if case == 'user chose':
     monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.hugetlb=0')
+    assert not jaxagent.huge_pages_in_use()
   if case == 'unavailable':
     monkeypatch.setattr(jaxagent, 'huge_pages_available', lambda: False)
   jaxagent.restart_with_huge_pages(config)
