@@ -9,6 +9,7 @@ parameters are replicated, the batch is split along axis 0, and the compiler
 inserts the gradient averaging, so the update equals the single-device one.
 """
 
+import hashlib
 import os
 import pathlib
 import platform
@@ -74,7 +75,54 @@ def configure_jax(config):
           f'dreamerv3.jaxagent.configure_jax(config) before any other JAX use ({e}).') from None
   if cfg.coordinator_address:
     jax.distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+  if cfg.compile_cache and jax.config.jax_compilation_cache_dir is None:
+    path = compile_cache_dir(cfg.compile_cache)   # JAX_COMPILATION_CACHE_DIR takes precedence.
+    if path:
+      jax.config.update('jax_compilation_cache_dir', path)
   set_runtime_flags(config)
+
+
+def compile_cache_dir(root):
+  """The directory for JAX's persistent cache of compiled programs under root, or None.
+
+  A rerun of the same config (a resumed run above all) then loads the train,
+  policy and report programs instead of compiling them again. Compiled CPU code
+  uses the instructions of the CPU that compiled it, and JAX's cache key does not
+  name the CPU model, so every kind of CPU gets its own subdirectory: a home
+  directory shared by different machines stays safe. The cache runs what it
+  holds, so the directory must belong to this user and be writable by no one
+  else; otherwise this warns and returns None (no cache).
+  """
+  path = pathlib.Path(root).expanduser() / f'{platform.machine() or "cpu"}-{cpu_fingerprint()}'
+  try:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+  except OSError as e:
+    warnings.warn(f'jax.compile_cache: cannot create {path} ({e}); compiling without the '
+                  f'cache. Choose another directory or pass --jax.compile_cache "" to turn it off.',
+                  stacklevel=3)
+    return None
+  if info.st_uid != os.getuid() or info.st_mode & 0o022:
+    warnings.warn(f'jax.compile_cache: {path} belongs to another user or is writable by others '
+                  f'(mode {info.st_mode & 0o777:o}); compiling without the cache. Make it yours '
+                  f'with mode 700 or choose another directory.', stacklevel=3)
+    return None
+  return str(path)
+
+
+CPUINFO = pathlib.Path('/proc/cpuinfo')
+CPUINFO_KEYS = ('model name', 'flags', 'Features', 'CPU implementer', 'CPU part')  # x86, ARM
+
+
+def cpu_fingerprint():
+  """12 hex digits naming the CPU model and its instruction-set flags (from /proc/cpuinfo)."""
+  try:
+    lines = CPUINFO.read_text().splitlines()
+  except OSError:
+    lines = []   # Not Linux.
+  lines = sorted({line for line in lines if line.startswith(CPUINFO_KEYS)}) or [platform.processor()]
+  return hashlib.sha256('\n'.join([platform.machine()] + lines).encode()).hexdigest()[:12]
+
 
 
 HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
@@ -221,6 +269,8 @@ class JAXAgent(base.Agent):
     print(f'Parameters: {modules.count(params):,} ({sizes})')
     print(f'Devices: {len(self.local_devices)} x {self.platform}, compute dtype '
           f'{jnp.dtype(self.dtype).name}, processes {jax.process_count()}')
+    cache = jax.config.jax_compilation_cache_dir
+    print(f'Compiled programs cached in {cache}' if cache else 'Compile cache: off')
 
   # The Agent contract.
 

@@ -7,6 +7,7 @@ CPU device count is fixed when JAX starts.
 import contextlib
 import io
 import json
+import os
 import pathlib
 import socket
 import subprocess
@@ -199,10 +200,15 @@ def test_logical_cpus_after_jax_started_is_a_clear_error(agent):
 
 # Several devices and processes (subprocesses: the device count is fixed at JAX start).
 
+# What a subprocess needs, and the suite's compile cache (conftest.py).
+MINIMAL_ENV = {'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin', **{
+    key: os.environ[key] for key in ['JAX_COMPILATION_CACHE_DIR'] if key in os.environ}}
+
+
 def run_python(code, *args, timeout=600):
   result = subprocess.run(
       [sys.executable, '-c', textwrap.dedent(code), *args], cwd=ROOT, capture_output=True,
-      text=True, timeout=timeout, env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin'})
+      text=True, timeout=timeout, env=MINIMAL_ENV)
   return result
 
 
@@ -286,7 +292,7 @@ print('DONE', float(metrics['model_loss']))
   procs = [subprocess.Popen(
       [sys.executable, '-c', textwrap.dedent(code), str(i), str(port), str(tmp_path / f'{i}.npz')],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin'}) for i in range(2)]
+      env=MINIMAL_ENV) for i in range(2)]
   outputs = [p.communicate(timeout=600) for p in procs]
   for proc, (stdout, stderr) in zip(procs, outputs):
     assert proc.returncode == 0 and 'DONE' in stdout, stderr[-3000:]
@@ -351,3 +357,59 @@ def test_huge_pages_available(libc, mode, expected, monkeypatch, tmp_path):
     path.write_text(mode)
   monkeypatch.setattr(jaxagent, 'THP_MODE', path)
   assert jaxagent.huge_pages_available() is expected
+
+
+# jax.compile_cache: JAX's persistent cache of compiled programs.
+
+def test_compile_cache_dir_is_private_and_named_after_the_cpu(tmp_path, monkeypatch):
+  path = jaxagent.compile_cache_dir(str(tmp_path / 'cache'))
+  assert path == str(tmp_path / 'cache' / f'{jaxagent.platform.machine()}-'
+                     f'{jaxagent.cpu_fingerprint()}')
+  assert os.stat(path).st_mode & 0o777 == 0o700
+  assert jaxagent.compile_cache_dir(str(tmp_path / 'cache')) == path   # Reused as it is.
+  # Another CPU model (other instruction-set flags) gets another directory.
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: Other CPU\nflags\t\t: fpu sse2\n')
+  monkeypatch.setattr(jaxagent, 'CPUINFO', cpuinfo)
+  other = jaxagent.compile_cache_dir(str(tmp_path / 'cache'))
+  assert other != path and pathlib.Path(other).parent == pathlib.Path(path).parent
+
+
+def test_compile_cache_dir_refuses_a_directory_others_can_write(tmp_path):
+  path = pathlib.Path(jaxagent.compile_cache_dir(str(tmp_path)))
+  path.chmod(0o777)
+  with pytest.warns(UserWarning, match=r'writable by others \(mode 777\); compiling without '
+                    r'the cache. Make it yours with mode 700'):
+    assert jaxagent.compile_cache_dir(str(tmp_path)) is None
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.warns(UserWarning, match=r'cannot create .*file/.*--jax.compile_cache ""'):
+    assert jaxagent.compile_cache_dir(str(blocker)) is None
+
+
+def test_configure_jax_caches_compiled_programs_unless_told_otherwise(tmp_path):
+  code = '''
+import os, sys
+sys.path.insert(0, 'tests')
+import jax, jax.numpy as jnp
+from test_jaxagent import make_config
+from dreamerv3 import jaxagent
+jaxagent.configure_jax(make_config('--jax.compile_cache', sys.argv[1]))
+print('DIR', jax.config.jax_compilation_cache_dir)
+jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((8, 8))).block_until_ready()
+'''
+  root = tmp_path / 'cache'
+  env = {**MINIMAL_ENV, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+
+  def run(argument, **extra):
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(code), argument], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env={**env, **extra})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split('DIR ')[1].strip()
+
+  used = run(str(root))
+  assert pathlib.Path(used).parent == root and len(list(pathlib.Path(used).iterdir())) >= 1
+  assert run('') == 'None'                                         # --jax.compile_cache ''
+  assert run(str(root), JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'mine')) == str(tmp_path / 'mine')
+  assert list((tmp_path / 'mine').iterdir())

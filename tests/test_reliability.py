@@ -2,8 +2,8 @@
 
 Every test runs the real entry point in a subprocess, as a user would, with a
 tiny MLP-only DreamerV3 on CPU. Compiled XLA programs are shared between the
-runs through JAX's persistent compilation cache (see _jax_cache_dir), so only
-the first session pays the compile time.
+runs through JAX's persistent compilation cache (the suite's private one, set
+in conftest.py), so only the first session pays the compile time.
 """
 
 import hashlib
@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -49,28 +48,9 @@ FLAGS = (
     '--run.outputs', 'terminal', 'jsonl', '--jax.jit', 'True')
 
 
-def _jax_cache_dir():
-  """A compilation cache that persists across test sessions, private to this user.
-
-  A shared, predictable /tmp path could be pre-filled by another user with
-  compiled code, so it must be ours and not writable by others; else a fresh one.
-  """
-  path = os.environ.get('DREAMERV3_TEST_JAX_CACHE') or os.path.join(
-      tempfile.gettempdir(), f'dreamerv3-test-jax-cache-{os.getuid()}')
-  try:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    info = os.stat(path)
-    if info.st_uid == os.getuid() and not info.st_mode & 0o022:
-      return path
-  except OSError:
-    pass
-  return tempfile.mkdtemp(prefix='dreamerv3-test-jax-cache-')
-
-
 ENV = {
     **os.environ,
     'PYTHONPATH': os.pathsep.join([str(TESTS), os.environ.get('PYTHONPATH', '')]),
-    'JAX_COMPILATION_CACHE_DIR': _jax_cache_dir(),
     'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
     'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
     'PYTHONUNBUFFERED': '1',
