@@ -124,7 +124,6 @@ def cpu_fingerprint():
   return hashlib.sha256('\n'.join([platform.machine()] + lines).encode()).hexdigest()[:12]
 
 
-
 HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
 THP_MODE = pathlib.Path('/sys/kernel/mm/transparent_hugepage/enabled')
 

@@ -49,10 +49,10 @@ def probe(logdir, batch=16, seed=0):
     mode = bins[probs.argmax(-1)][:, None]
     near = np.abs(bins[None] - mode) <= 0.5
     mass_near = (probs * near).sum(-1)
-    symexp = lambda x: np.asarray(jaxutils.symexp(x))
+    around_mode = jaxutils.symexp((probs * near * bins).sum(-1) / mass_near)
     results[name] = {
-        'decoded value': float(symexp((probs * bins).sum(-1)).mean()),
-        'value around the mode': float(symexp((probs * near * bins).sum(-1) / mass_near).mean()),
+        'decoded value': float(dist.mean().mean()),
+        'value around the mode': float(around_mode.mean()),
         'mass around the mode': float(mass_near.mean()),
         'mass below symlog 0': float((probs * (bins < 0)).sum(-1).mean()),
         'mass above symlog 8': float((probs * (bins > 8)).sum(-1).mean())}
