@@ -2,6 +2,7 @@
 
   python scripts/episodes.py ~/logdir/cartpole-seed0                 # prints a summary
   python scripts/episodes.py ~/logdir/cartpole-seed0 --output episodes.json
+  python scripts/episodes.py ~/logdir/cartpole-seed0 --cartpole      # also how they ended
 
 metrics.jsonl holds the mean score over the episodes that ended between two
 log writes; this recovers every episode: it links the run's replay chunks
@@ -15,6 +16,12 @@ its return and its length in steps. Episodes cut off by the end of the run
 episodes at the end and the best such mean over the run. It only reads, so it
 may look at a live run (a chunk rewritten while it reads is skipped with a
 warning).
+
+With --cartpole (CartPole-v1 runs, observation key `vector`) it also tells how
+each episode ended, from the observation of its last step: 'cart' (cart
+position beyond ±2.4), 'pole' (pole angle beyond ±12°), 'limit' (cut off by
+the time limit, not terminal); the JSON gains an "end" list and the summary
+counts the ends of each half of the run.
 """
 
 import argparse
@@ -29,8 +36,12 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))   # `python scripts/episodes.py` imports the tree.
 
 
-def read_streams(replay_dir):
-  """{'reward', 'is_first', 'is_last', 'stamp'} arrays of each worker's stream."""
+CARTPOLE_X_LIMIT = 2.4                    # Gymnasium's CartPole-v1 termination bounds.
+CARTPOLE_ANGLE_LIMIT = 12 * 2 * np.pi / 360
+
+
+def read_streams(replay_dir, keys=()):
+  """{'reward', 'is_first', 'is_last', 'stamp', *keys} arrays of each worker's stream."""
   from embodied.replay import chunks as chunklib
   streams = []
   for chain in chunklib.link(chunklib.scan(str(replay_dir), remove_tmp=False)):
@@ -38,7 +49,7 @@ def read_streams(replay_dir):
     if not parts:
       continue
     arrays = {key: np.concatenate([c.data[key][:c.length] for c in parts])
-              for key in ('reward', 'is_first', 'is_last')}
+              for key in ('reward', 'is_first', 'is_last', *keys)}
     arrays['stamp'] = np.concatenate([c.stamp[:c.length] for c in parts])
     streams.append(arrays)
   return streams
@@ -62,6 +73,31 @@ def episodes(streams):
   return [list(column) for column in zip(*found)] if found else [[], [], []]
 
 
+def cartpole_ends(streams):
+  """'cart', 'pole' or 'limit' for each episode's end, in the order of episodes()."""
+  ends = []
+  for stream in streams:
+    started = np.cumsum(stream['is_first']) > 0          # episodes() skips ends before a start.
+    for t in np.nonzero(stream['is_last'] & started)[0]:
+      x, _, angle, _ = stream['vector'][t]
+      end = ('limit' if not stream['is_terminal'][t] else
+             'cart' if abs(x) > CARTPOLE_X_LIMIT else
+             'pole' if abs(angle) > CARTPOLE_ANGLE_LIMIT else 'other')
+      ends.append((stream['stamp'][t], end))
+  return [end for _, end in sorted(ends)]
+
+
+def count_ends(step, end):
+  """'first half: ..., second half: ...' counts of the ends, split at half the last step."""
+  half = step[-1] / 2 if step else 0
+  parts = []
+  for name, chosen in (('first half', [e for s, e in zip(step, end) if s <= half]),
+                       ('second half', [e for s, e in zip(step, end) if s > half])):
+    counts = ', '.join(f'{kind} {chosen.count(kind)}' for kind in sorted(set(chosen)))
+    parts.append(f'{name} ({len(chosen)} episodes): {counts or "none"}')
+  return 'Ends, ' + '; '.join(parts) + '.'
+
+
 def summary(step, score, window=10):
   if len(score) < window:
     return f'{len(score)} episodes (fewer than {window}).'
@@ -76,14 +112,25 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('logdir', type=pathlib.Path)
   parser.add_argument('--output', type=pathlib.Path, help='write the episodes as JSON here')
+  parser.add_argument('--cartpole', action='store_true',
+                      help='CartPole-v1 runs: also record how each episode ended')
   args = parser.parse_args(argv)
   replay_dir = args.logdir / 'replay'
   if not replay_dir.is_dir():
     parser.error(f'{replay_dir} does not exist: pass the logdir of a run (it holds replay/).')
-  step, score, length = episodes(read_streams(replay_dir))
+  try:
+    streams = read_streams(replay_dir, ('vector', 'is_terminal') if args.cartpole else ())
+  except KeyError as e:
+    parser.error(f'--cartpole needs the replay key {e}, which this run lacks: is it a '
+                 f'CartPole-v1 run (gym_CartPole-v1)?')
+  step, score, length = episodes(streams)
+  result = {'step': step, 'score': score, 'length': length}
   print(summary(step, score))
+  if args.cartpole:
+    result['end'] = cartpole_ends(streams)
+    print(count_ends(step, result['end']))
   if args.output:
-    args.output.write_text(json.dumps({'step': step, 'score': score, 'length': length}) + '\n')
+    args.output.write_text(json.dumps(result) + '\n')
     print(f'Wrote {args.output}')
 
 

@@ -5,6 +5,7 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 from embodied.replay import Uniform
 
@@ -71,3 +72,44 @@ def test_missing_replay_directory_is_a_clear_error(tmp_path, capsys):
   except SystemExit as e:
     assert e.code == 2
   assert 'replay does not exist: pass the logdir of a run' in capsys.readouterr().err
+
+
+def test_cartpole_ends_from_the_last_observation(tmp_path, capsys):
+  script = load_script()
+  replay = Uniform(4, 1000, directory=tmp_path / 'replay', chunksize=4)
+
+  def cartpole_episode(last_vector, terminal, length=3):
+    steps = episode([1.0] * length)
+    for item in steps:
+      item['vector'] = item.pop('obs').repeat(2)           # [x, x_dot, angle, angle_dot]
+    steps[-1]['vector'] = np.float32(last_vector)
+    steps[-1]['is_terminal'] = terminal
+    return steps
+
+  episodes = [cartpole_episode([0.1, 0, 0.25, 0], True),    # Pole beyond 12° (0.209 rad).
+              cartpole_episode([-2.5, 0, 0.1, 0], True),    # Cart beyond -2.4.
+              cartpole_episode([0.0, 0, 0.0, 0], False),    # Time limit.
+              cartpole_episode([2.41, 0, -0.3, 0], True)]   # Both: the cart counts.
+  for steps in episodes:
+    for item in steps:
+      replay.add(item, 0)
+  replay.save()
+  out = tmp_path / 'episodes.json'
+  script.main([str(tmp_path), '--cartpole', '--output', str(out)])
+  result = json.loads(out.read_text())
+  assert result['step'] == [4, 8, 12, 16]
+  assert result['end'] == ['pole', 'cart', 'limit', 'cart']
+  assert ('Ends, first half (2 episodes): cart 1, pole 1; '
+          'second half (2 episodes): cart 1, limit 1.') in capsys.readouterr().out
+
+
+def test_cartpole_flag_on_a_run_without_vector_observations(tmp_path, capsys):
+  script = load_script()
+  replay = Uniform(4, 1000, directory=tmp_path / 'replay', chunksize=4)
+  for item in episode([1.0, 1.0]):
+    replay.add(item, 0)
+  replay.save()
+  with pytest.raises(SystemExit) as exit_info:
+    script.main([str(tmp_path), '--cartpole'])
+  assert exit_info.value.code == 2
+  assert "--cartpole needs the replay key 'vector'" in capsys.readouterr().err
