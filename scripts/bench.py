@@ -142,15 +142,13 @@ def count_flops(jaxpr):
 # Measurements inside one case's process.
 
 def _spaces(obs):
-  from embodied.core.base import Space
+  from embodied.core.base import Space, make_obs_space
   import numpy as np
-  common = {'reward': Space(np.float32), 'is_first': Space(bool), 'is_last': Space(bool),
-            'is_terminal': Space(bool)}
   if obs == 'vector':
     sensors, actions = {'vector': Space(np.float32, (4,))}, 2
   else:
     sensors, actions = {'image': Space(np.uint8, (64, 64, 3))}, 17
-  return {**sensors, **common}, {'action': Space(np.float32, (actions,), 0, 1)}
+  return make_obs_space(sensors), {'action': Space(np.float32, (actions,), 0, 1)}
 
 
 def _config(name, obs, overrides=()):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from embodied.core import wrappers
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 from embodied.core.config import Config, ConfigError, load_yaml
 from embodied.envs import SUITES, load_env, make_envs, registry
 from embodied.envs.crafter import Crafter
@@ -50,12 +50,11 @@ class NanEnv(Env):
 
   @property
   def obs_space(self):
-    return {'reward': Space(np.float32), 'is_first': Space(bool), 'is_last': Space(bool),
-            'is_terminal': Space(bool)}
+    return make_obs_space({})
 
   @property
   def act_space(self):
-    return {'action': Space(np.float32, (1,), -1, 1), 'reset': Space(bool)}
+    return make_act_space({'action': Space(np.float32, (1,), -1, 1)})
 
   def step(self, action):
     self._step = 0 if action['reset'] else self._step + 1
@@ -279,3 +278,12 @@ def test_suite_kwargs_come_from_env_config():
   kwargs = registry._suite_kwargs(CONFIG.flat, 'atari')
   assert kwargs['size'] == (64, 64) and kwargs['repeat'] == 4
   assert registry._suite_kwargs(CONFIG.flat, 'crafter') == {}
+
+
+def test_space_helpers_add_the_step_keys_and_reset():
+  obs = make_obs_space({'vector': Space(np.float32, (3,))})
+  assert list(obs) == ['vector', 'reward', 'is_first', 'is_last', 'is_terminal']
+  assert obs['vector'].shape == (3,) and obs['reward'] == Space(np.float32)
+  assert all(obs[key] == Space(bool) for key in ('is_first', 'is_last', 'is_terminal'))
+  act = make_act_space({'action': Space(np.int32, (), 0, 3)})
+  assert list(act) == ['action', 'reset'] and act['reset'] == Space(bool)

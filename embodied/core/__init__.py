@@ -1,6 +1,6 @@
 """Generic RL infrastructure: contracts, config, envs, driver, logging, checkpoints."""
 
-from embodied.core.base import Agent, Env, Space
+from embodied.core.base import Agent, Env, Space, make_act_space, make_obs_space
 from embodied.core.basics import (
     Clock, Counter, Every, Once, Ratio, Timer, Until, format_number)
 from embodied.core.batch import BatchEnv

@@ -68,12 +68,24 @@ def _dtype_max(dtype):
   return np.inf
 
 
+def make_obs_space(sensors):
+  """An Env.obs_space: the sensor spaces plus reward, is_first, is_last, is_terminal."""
+  return {**sensors, 'reward': Space(np.float32), 'is_first': Space(bool),
+          'is_last': Space(bool), 'is_terminal': Space(bool)}
+
+
+def make_act_space(actions):
+  """An Env.act_space: the action spaces plus reset."""
+  return {**actions, 'reset': Space(bool)}
+
+
 class Env:
   """One environment. Observations are dicts of numpy arrays.
 
   obs_space must contain 'reward' (float32), 'is_first', 'is_last',
   'is_terminal' (bool) besides the sensor keys; keys starting with 'log_' are
   for logging only. act_space must contain 'reset' (bool) besides the actions.
+  make_obs_space and make_act_space add these keys to the sensors and actions.
   step({'action': ..., 'reset': True}) starts a new episode and returns an
   observation with is_first=True and reward 0.
   """

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 
 _LIVES = ('unused', 'discount', 'reset')
 _ACTIONS = ('all', 'needed')
@@ -64,20 +64,11 @@ class Atari(Env):
 
   @property
   def obs_space(self):
-    return {
-        'image': Space(np.uint8, self._size + (1 if self._gray else 3,)),
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-    }
+    return make_obs_space({'image': Space(np.uint8, self._size + (1 if self._gray else 3,))})
 
   @property
   def act_space(self):
-    return {
-        'action': Space(np.int32, (), 0, len(self._actions) - 1),
-        'reset': Space(bool),
-    }
+    return make_act_space({'action': Space(np.int32, (), 0, len(self._actions) - 1)})
 
   def step(self, action):
     if action['reset'] or self._done:

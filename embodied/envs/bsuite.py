@@ -4,7 +4,7 @@ import bsuite.bsuite
 import bsuite.sweep
 import numpy as np
 
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 
 
 class BSuite(Env):
@@ -32,21 +32,12 @@ class BSuite(Env):
   @property
   def obs_space(self):
     size = int(np.prod(self._env.observation_spec().shape))
-    return {
-        'vector': Space(np.float32, (size,)),
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-    }
+    return make_obs_space({'vector': Space(np.float32, (size,))})
 
   @property
   def act_space(self):
     spec = self._env.action_spec()
-    return {
-        'action': Space(np.int32, (), 0, spec.num_values - 1),
-        'reset': Space(bool),
-    }
+    return make_act_space({'action': Space(np.int32, (), 0, spec.num_values - 1)})
 
   def step(self, action):
     if action['reset'] or self._done:

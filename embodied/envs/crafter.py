@@ -3,7 +3,7 @@
 import crafter
 import numpy as np
 
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 
 
 class Crafter(Env):
@@ -25,24 +25,15 @@ class Crafter(Env):
 
   @property
   def obs_space(self):
-    spaces = {
-        'image': Space(np.uint8, tuple(self._env.observation_space.shape)),
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-        'log_reward': Space(np.float32),
-    }
+    spaces = make_obs_space({'image': Space(np.uint8, tuple(self._env.observation_space.shape))})
+    spaces['log_reward'] = Space(np.float32)
     for name in self._achievements:
       spaces[f'log_achievement_{name}'] = Space(np.int32, (), 0)
     return spaces
 
   @property
   def act_space(self):
-    return {
-        'action': Space(np.int32, (), 0, self._env.action_space.n - 1),
-        'reset': Space(bool),
-    }
+    return make_act_space({'action': Space(np.int32, (), 0, self._env.action_space.n - 1)})
 
   def step(self, action):
     if action['reset'] or self._done:

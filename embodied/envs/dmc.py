@@ -25,7 +25,7 @@ except Exception as error:
       'On a CPU machine install OSMesa (Debian/Ubuntu: apt-get install libosmesa6); '
       'on a GPU machine set MUJOCO_GL=egl.') from error
 
-from embodied.core.base import Env, Space  # noqa: E402
+from embodied.core.base import Env, Space, make_act_space, make_obs_space  # noqa: E402
 
 # Domains whose default camera is not camera 0 (quadruped's 0 is a fixed, far view).
 _DEFAULT_CAMERAS = {'quadruped': 2}
@@ -61,22 +61,12 @@ class DMC(Env):
     spaces = {
         key: Space(np.float32, _vector_shape(spec.shape))
         for key, spec in self._env.observation_spec().items()}
-    return {
-        **spaces,
-        'image': Space(np.uint8, self._size + (3,)),
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-    }
+    return make_obs_space({**spaces, 'image': Space(np.uint8, self._size + (3,))})
 
   @property
   def act_space(self):
     spec = self._env.action_spec()
-    return {
-        'action': Space(np.float32, spec.shape, spec.minimum, spec.maximum),
-        'reset': Space(bool),
-    }
+    return make_act_space({'action': Space(np.float32, spec.shape, spec.minimum, spec.maximum)})
 
   def step(self, action):
     if action['reset'] or self._done:

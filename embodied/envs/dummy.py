@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 
 
 class Dummy(Env):
@@ -30,15 +30,9 @@ class Dummy(Env):
 
   @property
   def obs_space(self):
-    return {
-        'image': Space(np.uint8, self._size + (3,)),
-        'vector': Space(np.float32, (3,), -1, 1),
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-        'log_match': Space(np.float32),
-    }
+    return {**make_obs_space({'image': Space(np.uint8, self._size + (3,)),
+                              'vector': Space(np.float32, (3,), -1, 1)}),
+            'log_match': Space(np.float32)}
 
   @property
   def act_space(self):
@@ -46,7 +40,7 @@ class Dummy(Env):
       action = Space(np.int32, (), 0, 4)
     else:
       action = Space(np.float32, (2,), -1, 1)
-    return {'action': action, 'reset': Space(bool)}
+    return make_act_space({'action': action})
 
   def step(self, action):
     if action['reset'] or self._done:

@@ -3,7 +3,7 @@
 import gymnasium
 import numpy as np
 
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 from embodied.core.config import ConfigError
 
 
@@ -49,19 +49,11 @@ class Gym(Env):
 
   @property
   def obs_space(self):
-    spaces = {key: _obs_space(space) for key, space in self._obs_spaces.items()}
-    return {
-        **spaces,
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-    }
+    return make_obs_space({key: _obs_space(space) for key, space in self._obs_spaces.items()})
 
   @property
   def act_space(self):
-    spaces = {key: _act_space(space) for key, space in self._act_spaces.items()}
-    return {**spaces, 'reset': Space(bool)}
+    return make_act_space({key: _act_space(space) for key, space in self._act_spaces.items()})
 
   def step(self, action):
     if action['reset'] or self._done:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from embodied.core.base import Env, Space
+from embodied.core.base import Env, Space, make_act_space, make_obs_space
 # Before memory_maze, which would otherwise set MUJOCO_GL=egl: the dmc module
 # defaults it to osmesa and frees render contexts at exit.
 from embodied.envs.dmc import close_at_exit, episode_flags
@@ -37,22 +37,14 @@ class MemMaze(Env):
   @property
   def obs_space(self):
     spec = self._env.observation_spec()
-    return {
+    return make_obs_space({
         'image': Space(np.uint8, spec['image'].shape),
-        'target_color': Space(np.float32, spec['target_color'].shape),
-        'reward': Space(np.float32),
-        'is_first': Space(bool),
-        'is_last': Space(bool),
-        'is_terminal': Space(bool),
-    }
+        'target_color': Space(np.float32, spec['target_color'].shape)})
 
   @property
   def act_space(self):
     spec = self._env.action_spec()
-    return {
-        'action': Space(np.int32, (), 0, spec.num_values - 1),
-        'reset': Space(bool),
-    }
+    return make_act_space({'action': Space(np.int32, (), 0, spec.num_values - 1)})
 
   def step(self, action):
     if action['reset'] or self._done:

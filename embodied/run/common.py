@@ -3,6 +3,7 @@ agent updates with the non-finite guard, and what keeps a run resumable."""
 
 import collections
 import contextlib
+import pathlib
 import queue
 import re
 import signal
@@ -13,7 +14,7 @@ import time
 import numpy as np
 
 from embodied.core.basics import Ratio
-from embodied.core.checkpoint import CheckpointError, write_npz
+from embodied.core.checkpoint import Checkpoint, CheckpointError, write_npz
 from embodied.replay.memory import memory_report
 
 
@@ -285,6 +286,21 @@ class SignalStop:
     if self.received:
       raise KeyboardInterrupt(f'{self.received} received twice')
     self.received = signal.Signals(number).name
+
+
+def resume_or_start(logdir, logger, step, **objects):
+  """The run's Checkpoint of step and objects in logdir/checkpoint: loaded when one
+  exists (the logger then drops what was logged past it), else saved as the first.
+  Returns (checkpoint, resumed)."""
+  checkpoint = Checkpoint(pathlib.Path(logdir) / 'checkpoint')
+  checkpoint.step = step
+  for name, obj in objects.items():
+    setattr(checkpoint, name, obj)
+  resumed = checkpoint.load_or_save()
+  if resumed:
+    logger.resume(int(step))   # Drops what a killed run logged past the checkpoint.
+  print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
+  return checkpoint, resumed
 
 
 @contextlib.contextmanager

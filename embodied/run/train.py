@@ -4,7 +4,6 @@ import functools
 import pathlib
 
 from embodied.core.basics import Clock, Until
-from embodied.core.checkpoint import Checkpoint
 from embodied.core.driver import Driver
 from embodied.core.random_agent import RandomAgent
 from embodied.run import common
@@ -50,17 +49,10 @@ def train(agent, env, replay, logger, args):
       logdir / 'nonfinite_batch.npz')
 
   common.check_memory(env, replay.capacity, args.check_memory)
-  checkpoint = Checkpoint(logdir / 'checkpoint')
-  checkpoint.step = step
-  checkpoint.agent = agent
-  checkpoint.replay = replay
-  checkpoint.should_train = should_train
-  checkpoint.updates = updates   # The batch sampled for the next update.
-  resumed = checkpoint.load_or_save()
+  checkpoint, resumed = common.resume_or_start(
+      logdir, logger, step, agent=agent, replay=replay, should_train=should_train,
+      updates=updates)   # updates holds the batch sampled for the next update.
   should_save()  # The clock's first call is True; the next save is due in save_every.
-  if resumed:
-    logger.resume(int(step))   # Drops what a killed run logged past the checkpoint.
-  print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
 
   def train_step(tran, worker):
     for _ in range(should_train(step)):

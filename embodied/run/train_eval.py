@@ -4,7 +4,6 @@ import functools
 import pathlib
 
 from embodied.core.basics import Clock, Every, Until
-from embodied.core.checkpoint import Checkpoint
 from embodied.core.driver import Driver
 from embodied.core.random_agent import RandomAgent
 from embodied.run import common
@@ -44,18 +43,11 @@ def train_eval(agent, train_env, eval_env, train_replay, eval_replay, logger, ar
 
   common.check_memory(
       train_env, train_replay.capacity + eval_replay.capacity, args.check_memory)
-  checkpoint = Checkpoint(logdir / 'checkpoint')
-  checkpoint.step = step
-  checkpoint.agent = agent
-  checkpoint.replay = train_replay  # Same name as in run.train, so scripts can switch.
-  checkpoint.eval_replay = eval_replay
-  checkpoint.should_train = should_train
-  checkpoint.updates = updates   # The batch sampled for the next update.
-  resumed = checkpoint.load_or_save()
+  # The train replay has the same name as in run.train, so scripts can switch.
+  checkpoint, resumed = common.resume_or_start(
+      logdir, logger, step, agent=agent, replay=train_replay, eval_replay=eval_replay,
+      should_train=should_train, updates=updates)
   should_save()  # The clock's first call is True; the next save is due in save_every.
-  if resumed:
-    logger.resume(int(step))   # Drops what a killed run logged past the checkpoint.
-  print(f"{'Resumed' if resumed else 'Started'} training at step {int(step)}.")
 
   # Reports on eval data sample in this thread too, from the eval replay's own RNG.
   eval_batches = eval_replay.dataset(batch_size)
