@@ -55,36 +55,38 @@ def read_streams(replay_dir, keys=()):
   return streams
 
 
-def episodes(streams):
-  """(step, score, length) lists of the finished episodes, ordered by their end."""
+def finished(streams):
+  """(step, stream, start, end) of each finished episode, ordered by its end: the
+  env steps of all workers up to its last step, and its first and last index."""
   stamps = np.sort(np.concatenate([s['stamp'] for s in streams])) if streams else []
   found = []
-  for stream in streams:
+  for index, stream in enumerate(streams):
     start = None
     for t in range(len(stream['reward'])):
       if stream['is_first'][t]:
         start = t
       if stream['is_last'][t] and start is not None:
-        score = float(stream['reward'][start:t + 1].sum())   # The first step's is 0.
-        step = int(np.searchsorted(stamps, stream['stamp'][t], 'right'))
-        found.append((step, score, t - start))
+        found.append((int(np.searchsorted(stamps, stream['stamp'][t], 'right')), index, start, t))
         start = None
-  found.sort()
-  return [list(column) for column in zip(*found)] if found else [[], [], []]
+  return [(step, streams[index], start, end) for step, index, start, end in sorted(found)]
+
+
+def episodes(streams):
+  """(step, score, length) lists of the finished episodes, ordered by their end."""
+  columns = [(step, float(stream['reward'][start:end + 1].sum()), end - start)  # First step's is 0.
+             for step, stream, start, end in finished(streams)]
+  return [list(column) for column in zip(*columns)] if columns else [[], [], []]
 
 
 def cartpole_ends(streams):
-  """'cart', 'pole' or 'limit' for each episode's end, in the order of episodes()."""
+  """'cart', 'pole', 'limit' (or 'other') for each finished episode, as in episodes()."""
   ends = []
-  for stream in streams:
-    started = np.cumsum(stream['is_first']) > 0          # episodes() skips ends before a start.
-    for t in np.nonzero(stream['is_last'] & started)[0]:
-      x, _, angle, _ = stream['vector'][t]
-      end = ('limit' if not stream['is_terminal'][t] else
-             'cart' if abs(x) > CARTPOLE_X_LIMIT else
-             'pole' if abs(angle) > CARTPOLE_ANGLE_LIMIT else 'other')
-      ends.append((stream['stamp'][t], end))
-  return [end for _, end in sorted(ends)]
+  for _, stream, _, t in finished(streams):
+    x, _, angle, _ = stream['vector'][t]
+    ends.append('limit' if not stream['is_terminal'][t] else
+                'cart' if abs(x) > CARTPOLE_X_LIMIT else
+                'pole' if abs(angle) > CARTPOLE_ANGLE_LIMIT else 'other')
+  return ends
 
 
 def count_ends(step, end):
