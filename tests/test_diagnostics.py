@@ -1,7 +1,9 @@
-"""scripts/critic_speed.py and scripts/critic_probe.py: the critic diagnostics of docs/results."""
+"""scripts/critic_speed.py, critic_probe.py and termination_probe.py: the diagnostics of
+docs/results."""
 
 import importlib.util
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def load_script(name):
+  if str(ROOT / 'scripts') not in sys.path:
+    sys.path.insert(0, str(ROOT / 'scripts'))   # termination_probe imports episodes.py.
   spec = importlib.util.spec_from_file_location(name, ROOT / 'scripts' / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -27,9 +31,8 @@ def test_a_wider_critic_reaches_its_target_faster():
 
 
 @pytest.mark.slow
-def test_critic_probe_on_a_trained_run(tmp_path):
+def test_critic_and_termination_probes_on_a_trained_run(tmp_path):
   import subprocess
-  import sys
   from test_inference import SMALL
   subprocess.run(
       [sys.executable, 'dreamerv3/train.py', '--configs', 'debug', '--task', 'gym_CartPole-v1',
@@ -41,3 +44,40 @@ def test_critic_probe_on_a_trained_run(tmp_path):
     assert all(np.isfinite(v) for v in stats.values())
     masses = [stats[k] for k in ('mass around the mode', 'mass below symlog 0', 'mass above symlog 8')]
     assert all(0 <= m <= 1 for m in masses) and sum(masses[1:]) <= 1
+  ends = load_script('termination_probe').probe(tmp_path, length=4)
+  assert ends and all(name.split()[0] in ('cart', 'pole') for name in ends)
+  for stats in ends.values():
+    assert stats['episodes'] > 0 and 0 <= stats['terminal predicted'] <= 1
+    assert stats['P(continue), last steps'].shape == (4,)   # Episodes of 4 steps: all shown.
+    assert np.all((0 <= stats['P(continue), last steps']) & (stats['P(continue), last steps'] <= 1))
+    assert stats['decoder error at the end'].shape == (4,)
+
+
+def cartpole_stream(ends):
+  """One worker's stream of CartPole-like episodes: (length, x, angle, terminal) each."""
+  keys = {'vector': [], 'reward': [], 'is_first': [], 'is_last': [], 'is_terminal': []}
+  for length, x, angle, terminal in ends:
+    for t in range(length):
+      last = t == length - 1
+      keys['vector'].append([x if last else 0, 0, angle if last else 0, 0])
+      keys['reward'].append(0.0 if t == 0 else 1.0)
+      keys['is_first'].append(t == 0)
+      keys['is_last'].append(last)
+      keys['is_terminal'].append(last and terminal)
+  stream = {k: np.asarray(v) for k, v in keys.items()}
+  stream['stamp'] = np.arange(len(stream['reward']))
+  return stream
+
+
+def test_terminal_windows_group_episodes_by_end_and_half():
+  script = load_script('termination_probe')
+  stream = cartpole_stream([
+      (10, 2.5, 0.0, True),    # Cart out, steps 1-10.
+      (3, 0.0, 0.3, True),     # Pole down, too short for windows of 5.
+      (12, 0.0, -0.3, True),   # Pole down, ends at step 25.
+      (9, 0.1, 0.0, False),    # Time limit: not terminal, left out.
+      (20, -2.6, 0.0, True),   # Cart out, ends at step 54, after half the run (27).
+  ])
+  groups = script.terminal_windows([stream], length=5)
+  assert {name: [end for _, end in windows] for name, windows in groups.items()} == {
+      'cart first half': [9], 'pole first half': [24], 'cart second half': [53]}
