@@ -78,15 +78,17 @@ def episodes(streams):
   return [list(column) for column in zip(*columns)] if columns else [[], [], []]
 
 
+def end_kind(stream, t):
+  """How the CartPole episode whose last index is t ended: 'cart', 'pole', 'limit' or 'other'."""
+  x, _, angle, _ = stream['vector'][t]
+  return ('limit' if not stream['is_terminal'][t] else
+          'cart' if abs(x) > CARTPOLE_X_LIMIT else
+          'pole' if abs(angle) > CARTPOLE_ANGLE_LIMIT else 'other')
+
+
 def cartpole_ends(streams):
-  """'cart', 'pole', 'limit' (or 'other') for each finished episode, as in episodes()."""
-  ends = []
-  for _, stream, _, t in finished(streams):
-    x, _, angle, _ = stream['vector'][t]
-    ends.append('limit' if not stream['is_terminal'][t] else
-                'cart' if abs(x) > CARTPOLE_X_LIMIT else
-                'pole' if abs(angle) > CARTPOLE_ANGLE_LIMIT else 'other')
-  return ends
+  """end_kind() of each finished episode, as in episodes()."""
+  return [end_kind(stream, t) for _, stream, _, t in finished(streams)]
 
 
 def count_ends(step, end):

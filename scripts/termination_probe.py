@@ -37,7 +37,8 @@ def terminal_windows(streams, length):
   found = episodes.finished(streams)
   half = found[-1][0] / 2 if found else 0
   groups = {}
-  for (step, stream, start, end), kind in zip(found, episodes.cartpole_ends(streams)):
+  for step, stream, start, end in found:
+    kind = episodes.end_kind(stream, end)
     if kind == 'limit' or end - start + 1 < length:
       continue
     name = f"{kind} {'first' if step <= half else 'second'} half"

@@ -12,8 +12,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def load_script(name):
-  if str(ROOT / 'scripts') not in sys.path:
-    sys.path.insert(0, str(ROOT / 'scripts'))   # termination_probe imports episodes.py.
   spec = importlib.util.spec_from_file_location(name, ROOT / 'scripts' / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
