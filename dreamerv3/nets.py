@@ -209,36 +209,48 @@ def subpixel_taps(kernel, stride):
   conv_transpose (no kernel flip) computes, along each axis, for the output
   o = stride m + a (phase a):  out[o] = sum_j x[m + d] w[j] over the taps j
   with (a + j - before) % stride == 0 and offset d = (a + j - before) // stride.
-  So every phase is a stride-1 convolution of the undilated input over offsets
-  d_min..d_max. Returns (table [window, stride] of tap indices, `kernel` marking
-  'no tap', (pad_lo, pad_hi)) with window = d_max - d_min + 1.
+  The offsets of one phase are consecutive, so every phase is a stride-1
+  convolution of the undilated input over a window starting at its own first
+  offset. Returns (table [window, stride]: the tap index at window position t of
+  phase a, `kernel` marking 'no tap'; starts [stride]: each phase's first offset).
   """
   before, _ = _transpose_padding(kernel, stride)
-  taps = [(a, j, (a + j - before) // stride) for a in range(stride) for j in range(kernel)
-          if (a + j - before) % stride == 0]
-  low, high = min(d for _, _, d in taps), max(d for _, _, d in taps)
-  table = [[kernel] * stride for _ in range(high - low + 1)]
-  for a, j, d in taps:
-    table[d - low][a] = j
-  return table, (-low, high)
+  taps = [[j for j in range(kernel) if (a + j - before) % stride == 0] for a in range(stride)]
+  window = max(len(t) for t in taps)
+  starts = [(a + t[0] - before) // stride if t else 0 for a, t in enumerate(taps)]
+  table = [[kernel] * stride for _ in range(window)]
+  for a, phase in enumerate(taps):
+    for t, j in enumerate(phase):
+      table[t][a] = j
+  return table, starts
 
 
 def conv_transpose_matmul(x, kernel, stride):
   """jax.lax.conv_transpose(x, kernel, (s, s), 'SAME', ('NHWC', 'HWOI', 'NHWC')).
 
   Sub-pixel form: each output phase is a stride-1 convolution of the undilated
-  input (subpixel_taps), so one matmul of window x window patches [N, H, W,
-  window^2 C_in] with a kernel [window^2 C_in, s s C_out] (zero where a phase has
-  no tap; 2.25 times the taps for k 4, s 2) and a depth-to-space give the output.
-  x [N, H, W, C_in], kernel [k, k, C_out, C_in] -> [N, s H, s W, C_out].
+  input over its own window (subpixel_taps). One matmul of window x window
+  patches [N, H', W', window^2 C_in] with a kernel [window^2 C_in, s s C_out]
+  computes all phases at every patch position; each phase then reads its
+  outputs at its own shift, and the phases interleave into the upsampled image.
+  For k 4, s 2: 2 x 2 patches at (H + 1)(W + 1) positions, (1 + 1/H)^2 times the
+  multiply-adds of the taps. x [N, H, W, C_in], kernel [k, k, C_out, C_in]
+  -> [N, s H, s W, C_out].
   """
   k, _, out_ch, in_ch = kernel.shape
-  table, pad = subpixel_taps(k, stride)
-  index, window = np.asarray(table), len(table)
+  h, w = x.shape[1:3]
+  table, starts = subpixel_taps(k, stride)
+  index, window, low, high = np.asarray(table), len(table), min(starts), max(starts)
   padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))   # Tap index k reads zeros.
   sub = padded[index[:, None, :, None], index[None, :, None, :]]  # [win, win, s, s, O, I]
   sub = sub.transpose(0, 1, 5, 2, 3, 4).reshape(window * window * in_ch, -1)
-  return depth_to_space(_patches(x, window, (pad, pad)) @ sub, stride)
+  pad = (-low, high + window - 1)   # Patch position p starts at input row p + low.
+  y = _patches(x, window, (pad, pad)) @ sub   # [N, H + high - low, W + high - low, s s O]
+  y = y.reshape(y.shape[:3] + (stride, stride, out_ch))
+  shift = [start - low for start in starts]
+  phases = [y[:, shift[a]:shift[a] + h, shift[b]:shift[b] + w, a, b]
+            for a in range(stride) for b in range(stride)]   # s s times [N, H, W, O]
+  return depth_to_space(jnp.stack(phases, 3).reshape(x.shape[:3] + (-1,)), stride)
 
 
 class Conv2D:

@@ -78,9 +78,12 @@ def test_subpixel_conv_transpose_gradients_equal_lax():
 
 
 def test_subpixel_taps_of_kernel_4_stride_2():
-  # out[2m] = x[m-1] w0 + x[m] w2 and out[2m+1] = x[m] w1 + x[m+1] w3; 4 marks no tap.
-  table, pad = nets.subpixel_taps(4, 2)
-  assert table == [[0, 4], [2, 1], [4, 3]] and pad == (1, 1)
+  # out[2m] = x[m-1] w0 + x[m] w2 and out[2m+1] = x[m] w1 + x[m+1] w3.
+  table, starts = nets.subpixel_taps(4, 2)
+  assert table == [[0, 1], [2, 3]] and starts == [-1, 0]
+  # Kernel 3: out[2m] = x[m-1] w0 + x[m] w2, out[2m+1] = x[m] w1 (3 marks no tap).
+  table, starts = nets.subpixel_taps(3, 2)
+  assert table == [[0, 1], [2, 3]] and starts == [-1, 0]
 
 
 @pytest.mark.parametrize('transpose', [False, True])
