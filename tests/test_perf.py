@@ -77,7 +77,7 @@ def test_subpixel_conv_transpose_gradients_equal_lax():
     np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-4)
 
 
-def test_subpixel_taps_of_kernel_4_stride_2():
+def test_subpixel_taps_of_kernels_4_and_3_at_stride_2():
   # out[2m] = x[m-1] w0 + x[m] w2 and out[2m+1] = x[m] w1 + x[m+1] w3.
   table, starts = nets.subpixel_taps(4, 2)
   assert table == [[0, 1], [2, 3]] and starts == [-1, 0]
@@ -221,3 +221,15 @@ def test_profile_exclusive_times_subtract_nested_events():
   assert lines[3].split() == ['0.1', '52.5%', 'fusion']      # fusion.2 + .3 + .4 = 105 of 200 us.
   assert lines[4].split() == ['0.1', '25.0%', 'while']
   assert [line.split()[-1] for line in lines[7:]] == ['fusion.4', 'while.1']
+
+
+def test_bench_conv_lists_the_layers_of_the_image_encoder_and_decoder(capsys):
+  from scripts import bench_conv
+  # 64 -> 32 -> 16 -> 8 -> 4 with depth 32, then back up to 64 x 64 x 3.
+  assert bench_conv.layers(32) == [
+      ('conv', 64, 3, 32), ('conv', 32, 32, 64), ('conv', 16, 64, 128), ('conv', 8, 128, 256),
+      ('transpose', 4, 256, 128), ('transpose', 8, 128, 64), ('transpose', 16, 64, 32),
+      ('transpose', 32, 32, 3)]
+  bench_conv.main(['--depth', '2', '--batch', '1', '--repeats', '1'])
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 9 and lines[1].split()[:3] == ['conv', '64x64x3', '2']
