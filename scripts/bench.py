@@ -276,12 +276,10 @@ def _bench_replay(spaces, act_space, repeats, steps=2000):
 def use_lax_convolutions():
   """Makes nets.Conv2D call XLA's convolutions instead of the matmul forms, for
   comparing the two (--lax-conv)."""
-  import jax
   from dreamerv3 import nets
-  nets.conv_matmul = lambda x, kernel, stride: jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  nets.conv_transpose_matmul = lambda x, kernel, stride: jax.lax.conv_transpose(
-      x, kernel, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWOI', 'NHWC'))
+  from scripts import bench_conv
+  nets.conv_matmul = bench_conv.lax_conv
+  nets.conv_transpose_matmul = bench_conv.lax_conv_transpose
 
 
 def run_case(name, obs, steps, warmup, lax_conv=False, overrides=()):

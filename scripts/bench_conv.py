@@ -25,14 +25,16 @@ import numpy as np
 
 from dreamerv3 import nets
 
-DIMS = ('NHWC', 'HWIO', 'NHWC')
-
 
 def lax_conv(x, kernel, stride):
-  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME', dimension_numbers=DIMS)
+  """XLA's convolution that nets.conv_matmul computes; kernel [k, k, C_in, C_out]."""
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def lax_conv_transpose(x, kernel, stride):
+  """XLA's transposed convolution that nets.conv_transpose_matmul computes; kernel
+  [k, k, C_out, C_in]."""
   return jax.lax.conv_transpose(x, kernel, (stride, stride), 'SAME',
                                 dimension_numbers=('NHWC', 'HWOI', 'NHWC'))
 

@@ -233,3 +233,18 @@ def test_bench_conv_lists_the_layers_of_the_image_encoder_and_decoder(capsys):
   bench_conv.main(['--depth', '2', '--batch', '1', '--repeats', '1'])
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 9 and lines[1].split()[:3] == ['conv', '64x64x3', '2']
+
+
+def test_bench_lax_conv_switch_swaps_in_xla_convolutions_with_the_same_results(monkeypatch):
+  from scripts import bench_conv
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 8, 3)), jnp.float32)
+  encoder, decoder = nets.Conv2D(4, 4, 2), nets.Conv2D(3, 4, 2, transpose=True)
+  params = [modules.init(m, jax.random.PRNGKey(0), x) for m in (encoder, decoder)]
+  want = [modules.apply(m, p, x) for m, p in zip((encoder, decoder), params)]
+  for name in ('conv_matmul', 'conv_transpose_matmul'):   # Restored after the test.
+    monkeypatch.setattr(nets, name, getattr(nets, name))
+  bench.use_lax_convolutions()
+  assert nets.conv_matmul is bench_conv.lax_conv
+  assert nets.conv_transpose_matmul is bench_conv.lax_conv_transpose
+  for m, p, w in zip((encoder, decoder), params, want):
+    np.testing.assert_allclose(modules.apply(m, p, x), w, rtol=1e-5, atol=1e-5)
