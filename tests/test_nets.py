@@ -333,6 +333,23 @@ def test_learned_initial_state_is_tanh_w_and_prior_mode(params):
   assert float(jnp.abs(grads['initial']).sum()) > 0
 
 
+def test_posterior_is_obs_out_over_deter_and_embed(params):
+  # §2.3 step 6: the posterior's logits come from a Dense block over [h_t; e_t].
+  prev = {'deter': normal(B, 16, seed=1),
+          'stoch': jnp.asarray(np.eye(5)[np.random.default_rng(2).integers(0, 5, (B, 4))], jnp.float32),
+          'logits': normal(B, 4, 5, seed=3)}
+  embed = normal(B, E, seed=5)
+  post, _ = jit_apply(RSSM.obs_step)(params, prev, normal(B, A, seed=4), embed,
+                                     jnp.array([False, False]), jax.random.PRNGKey(7))
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  x = np.concatenate([np.asarray(post['deter'], np.float64), np.asarray(embed, np.float64)], -1)
+  y = np_silu(np_layernorm(x @ p['obs_out/kernel'], p['obs_out/norm/scale'], p['obs_out/norm/offset']))
+  logits = (y @ p['obs_stats/kernel'] + p['obs_stats/bias']).reshape(B, 4, 5)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs = 0.99 * probs / probs.sum(-1, keepdims=True) + 0.01 / 5
+  np.testing.assert_allclose(np.exp(np.asarray(post['logits'], np.float64)), probs, rtol=1e-4, atol=1e-6)
+
+
 def test_is_first_resets_to_initial_state_with_zero_action(params):
   rssm = RSSM
   prev = {'deter': normal(B, 16, seed=1),
