@@ -235,6 +235,26 @@ def test_bench_conv_lists_the_layers_of_the_image_encoder_and_decoder(capsys):
   assert len(lines) == 9 and lines[1].split()[:3] == ['conv', '64x64x3', '2']
 
 
+def test_bench_observe_stops_only_the_parameter_gradients(capsys):
+  from scripts import bench_observe
+  rssm = nets.RSSM(deter=8, units=8, stoch=3, classes=3)
+  embed = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 5)), jnp.float32)
+  inputs = (jnp.zeros((2, 4, 2)), jnp.zeros((2, 4), bool).at[:, 0].set(True), jax.random.PRNGKey(0))
+  params = modules.init(bench_observe.observe_loss(rssm, True), jax.random.PRNGKey(1), embed, *inputs)
+  grads = {}
+  for param_grads in (True, False):
+    loss = bench_observe.observe_loss(rssm, param_grads)
+    grads[param_grads] = jax.grad(lambda p, e: modules.apply(loss, p, e, *inputs), (0, 1))(params, embed)
+  assert all(float(jnp.abs(g).sum()) == 0 for g in grads[False][0].values())
+  assert float(jnp.abs(grads[True][0]['gru/kernel']).sum()) > 0
+  np.testing.assert_allclose(grads[False][1], grads[True][1], rtol=1e-5, atol=1e-7)
+  bench_observe.main(['--deter', '8', '--embed', '4', '--classes', '3', '--batch', '2',
+                      '--length', '3', '--repeats', '1'])
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.rsplit(None, 2)[0].strip() for line in lines[2:]] == [
+      'forward', 'forward + backward', 'forward + backward, no parameter gradients']
+
+
 def test_bench_lax_conv_switch_swaps_in_xla_convolutions_with_the_same_results(monkeypatch):
   from scripts import bench_conv
   x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 8, 3)), jnp.float32)
